@@ -1,0 +1,218 @@
+"""Training-only augmentation of a batch of landmarks (+ optional visual features), batched on the device.
+
+    python train_simple.py --modality landmarks --augment light             # default recipe
+    python train_simple.py --modality landmarks --augment strong --aug_mirror_p 0.5
+    python train_simple.py --augment none --no_landmark_norm                 # plain legacy behaviour
+    python -m pytest tests/test_augment.py -q
+
+Every augmentation makes ONE random draw per clip from a torch.Generator (no Python loop over clips or
+frames), so a fixed generator seed gives the same batch on any device. Works on raw coordinates, i.e.
+before landmark_features.make_landmark_features. Landmark layout: see landmark_features.py.
+
+  rotate / scale / shear / translate   one 2-D affine per clip, around the clip's shoulder centre, applied to
+                                       x,y of DETECTED points only (zeros stay zeros); scale also scales z
+  speed                                temporal resampling 0.7-1.3x (nearest frame: interpolating between a
+                                       detected and an undetected frame would invent positions)
+  crop                                 keep a random contiguous part of the real frames
+  frame_mask                           zero the content of random real frames, in both streams (mask kept)
+  hand_drop                            zero one whole hand block for the clip (detector misses)
+  mirror                               x -> 1 - x, swap left/right hand blocks and pose pairs 11<->12, ...
+                                       OPT-IN (default 0): some signs change meaning with the dominant hand
+  gemma_noise / gemma_drop             gaussian noise relative to the clip's feature RMS / channel dropout
+Temporal operations rewrite frames AND mask so the real frames stay left-aligned; padding stays zero.
+"""
+import argparse
+import math
+
+import torch
+
+from landmark_features import NUM_POINTS, clip_centre_scale, point_presence
+
+# Probabilities are per clip; magnitudes live in the preset only (flags exist for probabilities).
+_OFF = dict(rotate_p=0.0, scale_p=0.0, shear_p=0.0, translate_p=0.0, speed_p=0.0, crop_p=0.0,
+            frame_mask_p=0.0, hand_drop_p=0.0, mirror_p=0.0, gemma_noise_p=0.0, gemma_drop_p=0.0)
+_MAGNITUDES = dict(rotate_deg=15.0, scale_range=0.15, aspect_range=0.1, shear_range=0.15,
+                   translate_range=0.25,               # in shoulder widths
+                   speed_min=0.7, speed_max=1.3, crop_min=0.8, frame_mask_ratio=0.1,
+                   gemma_noise_std=0.1, gemma_drop_ratio=0.1)
+AUGMENT_PRESETS = {
+    "none": {**_OFF, **_MAGNITUDES},
+    "light": {**_MAGNITUDES, **dict(
+        rotate_p=0.5, scale_p=0.5, shear_p=0.3, translate_p=0.5, speed_p=0.5, crop_p=0.2,
+        frame_mask_p=0.2, hand_drop_p=0.05, mirror_p=0.0, gemma_noise_p=0.5, gemma_drop_p=0.2)},
+    "strong": {**_MAGNITUDES, **dict(
+        rotate_p=0.8, scale_p=0.8, shear_p=0.5, translate_p=0.8, speed_p=0.8, crop_p=0.5,
+        frame_mask_p=0.5, hand_drop_p=0.1, mirror_p=0.0, gemma_noise_p=0.8, gemma_drop_p=0.5,
+        rotate_deg=25.0, scale_range=0.25, aspect_range=0.15, shear_range=0.25, translate_range=0.5,
+        crop_min=0.6, frame_mask_ratio=0.2, gemma_noise_std=0.2, gemma_drop_ratio=0.2)},
+}
+PROB_KEYS = tuple(_OFF)
+_FLAG_HELP = {
+    "rotate_p": "probability of a random in-plane rotation per clip",
+    "scale_p": "probability of a random (slightly anisotropic) scale per clip",
+    "shear_p": "probability of a random shear per clip",
+    "translate_p": "probability of a random translation per clip",
+    "speed_p": "probability of temporal resampling (speed 0.7-1.3x) per clip",
+    "crop_p": "probability of a random temporal crop per clip",
+    "frame_mask_p": "probability of zeroing random frames (both streams) per clip",
+    "hand_drop_p": "probability of zeroing one whole hand for the clip",
+    "mirror_p": "probability of mirroring (flip x, swap hands); opt-in, can change a sign's meaning",
+    "gemma_noise_p": "probability of gaussian noise on the visual features per clip",
+    "gemma_drop_p": "probability of visual feature-channel dropout per clip",
+}
+_MIRROR_PERM = (list(range(21, 42)) + list(range(0, 21))
+                + [42 + (k ^ 1) for k in range(12)])   # pose 11<->12, 13<->14, ..., 21<->22
+
+
+def _probability(text):
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a probability in [0, 1]")
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]; give a probability in [0, 1]")
+    return p
+
+
+def add_augment_args(parser):
+    """Add the 'augmentation' argparse group: --augment preset, one probability flag each, --no_landmark_norm."""
+    g = parser.add_argument_group("augmentation")
+    g.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default="light",
+                   help="training augmentation preset (none = plain legacy behaviour)")
+    for key in PROB_KEYS:
+        g.add_argument(f"--aug_{key}", type=_probability, default=None,
+                       help=f"{_FLAG_HELP[key]} (default: the preset's value)")
+    g.add_argument("--no_landmark_norm", action="store_true",
+                   help="feed raw MediaPipe coordinates instead of shoulder-normalized landmark channels")
+    return g
+
+
+def augment_config_from_args(args) -> dict:
+    """The --augment preset with every explicitly given --aug_*_p flag merged over it."""
+    cfg = dict(AUGMENT_PRESETS[args.augment])
+    for key in PROB_KEYS:
+        value = getattr(args, f"aug_{key}", None)
+        if value is not None:
+            cfg[key] = float(value)
+    return cfg
+
+
+def _temporal_indices(lengths, T, u, cfg):
+    """Source frame index (B,T) and new lengths (B,) for speed resampling then cropping."""
+    L = lengths.to(torch.long)
+    Lf = L.float()
+    speed = torch.where(u["speed"] < cfg["speed_p"],
+                        cfg["speed_min"] + u["speed_val"] * (cfg["speed_max"] - cfg["speed_min"]),
+                        torch.ones_like(Lf))
+    stretched = torch.where(L > 0, torch.round(Lf / speed).clamp(min=1), torch.zeros_like(Lf)).long()
+    length1 = stretched.clamp(max=T)
+    # a slowed-down clip longer than T: show a random window of it, not always its start
+    offset = (u["speed_off"] * (stretched - T + 1).clamp(min=1).float()).long()
+    j = torch.arange(T, device=L.device)[None, :]
+    src1 = ((j + offset[:, None]) * L[:, None]) // stretched.clamp(min=1)[:, None]
+    src1 = torch.minimum(src1, (L - 1).clamp(min=0)[:, None])
+
+    crop = u["crop"] < cfg["crop_p"]
+    keep = torch.round((cfg["crop_min"] + u["crop_val"] * (1 - cfg["crop_min"])) * length1.float()).long()
+    length2 = torch.where(crop & (length1 > 0), keep.clamp(min=1), length1).minimum(length1)
+    start = (u["crop_off"] * (length1 - length2 + 1).float()).long().minimum(length1 - length2)
+    idx2 = (start[:, None] + j).clamp(max=T - 1)
+    src = src1.gather(1, idx2)
+    return src, length2
+
+
+def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator):
+    """Augment one training batch. Returns new (gemma, landmarks, mask); the inputs are never modified.
+
+    gemma (B,T,D) or None, landmarks (B,T,162) raw coords, mask (B,T) bool left-aligned. With every
+    probability 0 (the "none" preset) the inputs are returned as they are."""
+    if not any(cfg[k] > 0 for k in PROB_KEYS):
+        return gemma, landmarks, mask
+    B, T, _ = landmarks.shape
+    dev = landmarks.device
+
+    def rand(*shape):  # drawn on the generator's device, so results do not depend on the batch's device
+        return torch.rand(*shape, generator=generator, device=generator.device).to(dev)
+
+    names = ["speed", "speed_val", "speed_off", "crop", "crop_val", "crop_off", "rotate", "rotate_val",
+             "scale", "scale_val", "aspect_val", "shear", "shear_x", "shear_y", "translate", "tx", "ty",
+             "mirror", "hand_drop", "hand_which", "frame_mask", "gemma_noise", "gemma_drop"]
+    draws = rand(B, len(names))
+    u = {n: draws[:, i] for i, n in enumerate(names)}
+    frame_u = rand(B, T)
+
+    # --- time: resample + crop, one gather for both streams -----------------------------------------
+    mask = mask.bool()
+    src, new_len = _temporal_indices(mask.sum(1), T, u, cfg)
+    new_mask = torch.arange(T, device=dev)[None, :] < new_len[:, None]
+    lm = landmarks.float().gather(1, src[..., None].expand(-1, -1, landmarks.shape[-1]))
+    lm = lm * new_mask[..., None]
+    if gemma is not None:
+        g = gemma.gather(1, src[..., None].expand(-1, -1, gemma.shape[-1])) * new_mask[..., None]
+
+    # --- space: one affine per clip around the shoulder centre, detected points only -----------------
+    pts = lm.reshape(B, T, NUM_POINTS, 3)
+    present = point_presence(lm) & new_mask[..., None]
+    centre, scale = clip_centre_scale(lm, new_mask)
+    ones = torch.ones(B, device=dev)
+    theta = torch.where(u["rotate"] < cfg["rotate_p"],
+                        (2 * u["rotate_val"] - 1) * math.radians(cfg["rotate_deg"]), 0 * ones)
+    s = torch.where(u["scale"] < cfg["scale_p"], 1 + (2 * u["scale_val"] - 1) * cfg["scale_range"], ones)
+    a = torch.where(u["scale"] < cfg["scale_p"], (2 * u["aspect_val"] - 1) * cfg["aspect_range"], 0 * ones)
+    shear = u["shear"] < cfg["shear_p"]
+    kx = torch.where(shear, (2 * u["shear_x"] - 1) * cfg["shear_range"], 0 * ones)
+    ky = torch.where(shear, (2 * u["shear_y"] - 1) * cfg["shear_range"], 0 * ones)
+    move = u["translate"] < cfg["translate_p"]
+    t = torch.stack([torch.where(move, (2 * u[k] - 1) * cfg["translate_range"], 0 * ones) for k in ("tx", "ty")], 1)
+    t = t * scale[:, None]                                       # in shoulder widths: resolution-free
+    c, sn = torch.cos(theta), torch.sin(theta)
+    rot = torch.stack([torch.stack([c, -sn], -1), torch.stack([sn, c], -1)], -2)           # (B,2,2)
+    shr = torch.stack([torch.stack([ones, kx], -1), torch.stack([ky, ones], -1)], -2)
+    scl = torch.diag_embed(torch.stack([s * (1 + a), s * (1 - a)], -1))
+    M = rot @ shr @ scl
+    if any(cfg[k] > 0 for k in ("rotate_p", "scale_p", "shear_p", "translate_p")):
+        xy = pts[..., :2] - centre[:, None, None, :2]
+        xy = torch.einsum("bij,btpj->btpi", M, xy) + centre[:, None, None, :2] + t[:, None, None]
+        z = pts[..., 2:] * s[:, None, None, None]
+        pts = torch.where(present[..., None], torch.cat([xy, z], -1), torch.zeros_like(pts))
+
+    # --- mirror: flip x in image coordinates and swap the left/right blocks -------------------------
+    mirror = (u["mirror"] < cfg["mirror_p"])[:, None, None]
+    perm = torch.tensor(_MIRROR_PERM, device=dev)
+    flipped = pts[:, :, perm]
+    flipped = torch.cat([1 - flipped[..., :1], flipped[..., 1:]], -1)
+    flipped = torch.where(present[:, :, perm][..., None], flipped, torch.zeros_like(flipped))
+    pts = torch.where(mirror[..., None], flipped, pts)
+
+    # --- hand dropout: one whole hand block for the clip --------------------------------------------
+    drop = u["hand_drop"] < cfg["hand_drop_p"]
+    point_idx = torch.arange(NUM_POINTS, device=dev)[None, :]
+    left = (u["hand_which"] < 0.5)[:, None]
+    hand_pts = torch.where(left, point_idx < 21, (point_idx >= 21) & (point_idx < 42))     # (B,54)
+    pts = pts * ~(drop[:, None] & hand_pts)[:, None, :, None]
+    lm = pts.reshape(B, T, -1)
+
+    # --- frame masking: zero content of random real frames in both streams; never all of them --------
+    fm = (u["frame_mask"] < cfg["frame_mask_p"])[:, None] & (frame_u < cfg["frame_mask_ratio"]) & new_mask
+    fm = fm & ~(fm.sum(1) >= new_len)[:, None]
+    lm = lm * ~fm[..., None]
+
+    if gemma is not None:
+        g = g * ~fm[..., None]
+        real = new_mask[..., None].to(g.dtype)
+        noise_on = (u["gemma_noise"] < cfg["gemma_noise_p"])
+        if cfg["gemma_noise_p"] > 0:
+            # noise relative to the clip's own feature RMS: features may come from any extractor scale
+            rms = ((g.float() ** 2 * real).sum((1, 2)) / (real.sum((1, 2)) * g.shape[-1]).clamp(min=1)).sqrt()
+            n = torch.randn(g.shape, generator=generator, device=generator.device).to(dev)
+            sigma = (cfg["gemma_noise_std"] * rms * noise_on)[:, None, None]
+            g = g + (n * sigma).to(g.dtype) * real * ~fm[..., None]
+        if cfg["gemma_drop_p"] > 0:
+            ch = rand(B, g.shape[-1]) < cfg["gemma_drop_ratio"]
+            on = (u["gemma_drop"] < cfg["gemma_drop_p"])[:, None]
+            keep_scale = 1.0 / (1.0 - cfg["gemma_drop_ratio"]) if cfg["gemma_drop_ratio"] < 1 else 0.0
+            factor = torch.where(on, (~ch).to(g.dtype) * keep_scale, torch.ones_like(ch, dtype=g.dtype))
+            g = g * factor[:, None, :]
+    else:
+        g = None
+    return g, lm.to(landmarks.dtype), new_mask

@@ -1,0 +1,487 @@
+"""
+extract_gemma_features.py - frozen Gemma 3 vision features for every clip of a WLASL split: one vector per frame.
+
+    pip install -r requirements-extract.txt
+    hf download google/gemma-3-4b-it --include "*.json" "*.safetensors"      # once; accept the licence on the hub first
+    python extract_gemma_features.py --videos_dir data/wlasl/videos --subset nslt_100.json
+    python extract_gemma_features.py --videos_dir data/wlasl/videos --subset nslt_2000.json --layer vision
+    torchrun --nproc_per_node 4 extract_gemma_features.py --videos_dir data/wlasl/videos --subset nslt_2000.json
+
+Each clip: --num_frames frames (default 16) sampled uniformly from the split's window (start/end frames are
+1-indexed at 25 fps, converted to the video's fps), resized to the vision tower's image size (896) and scaled to
+[-1, 1] as Gemma 3's image processor does, run through the SigLIP vision tower and, with --layer projector (the
+default), the multimodal projector; the image tokens are mean-pooled into one vector per frame:
+--layer projector -> 2560-d (gemma-3-4b), --layer vision -> 1152-d. Output: <output_dir>/{video_id}_gemma.npy
+(T, D) float16 (--dtype float32 to keep full precision) and extraction_metadata.json, whose `feature_dim`
+train_simple.py reads.
+
+Only the vision tower and projector weights are read from the safetensors shards; the 4B language model is
+never built or loaded, so a 4 GB GPU is enough (auto batch size: about 16 there). Frames are decoded in
+background threads while the GPU works. Existing outputs are skipped unless --overwrite (resumable).
+Several GPUs: under torchrun each rank takes shard rank/world on cuda:LOCAL_RANK; --shard i/n splits across
+machines. The last shard to finish merges the per-shard metadata into extraction_metadata.json.
+Nothing is downloaded at run time: a model that is not on disk gives a one-line error saying how to get it.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from video_io import (METADATA_NAME, VIDEO_EXTENSIONS, VideoError, atomic_save_npy, list_jobs, parse_shard,
+                      read_clip_frames, take_shard, write_metadata)
+from wlasl_data import DataError, load_split
+
+DEFAULT_MODEL = "google/gemma-3-4b-it"
+INSTALL_HINT = "pip install -r requirements-extract.txt"
+GIB = 1024 ** 3
+
+
+def import_transformers():
+    try:
+        import safetensors  # noqa: F401
+        from transformers import AutoConfig, AutoModel
+        from transformers.models.gemma3.modeling_gemma3 import Gemma3MultiModalProjector
+    except ImportError as e:
+        raise DataError(f"transformers / safetensors with Gemma 3 support are not installed ({e}): {INSTALL_HINT}")
+    return AutoConfig, AutoModel, Gemma3MultiModalProjector
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model: the vision tower (+ projector) alone
+
+def resolve_model_dir(model_name):
+    """A local folder holding config.json and the safetensors shards; never downloads."""
+    if os.path.isdir(model_name):
+        if not os.path.isfile(os.path.join(model_name, "config.json")):
+            raise DataError(f"--model_name {model_name} has no config.json; point it at a Gemma 3 checkpoint folder")
+        return model_name
+    hint = (f"model {model_name} is not on this machine; get it once with `hf download {model_name} "
+            f"--include '*.json' '*.safetensors'` (accept its licence on the hub and `hf auth login` first), "
+            f"or pass --model_name /path/to/a/local/copy")
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(model_name, local_files_only=True, allow_patterns=["*.json", "*.safetensors"])
+    except Exception:
+        raise DataError(hint)
+
+
+def vision_weight_names(model_dir):
+    """{checkpoint tensor name: shard file} for the vision tower and projector only (the index names the shards)."""
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+    else:
+        single = os.path.join(model_dir, "model.safetensors")
+        if not os.path.isfile(single):
+            raise DataError(f"{model_dir} has no model.safetensors(.index.json); only safetensors checkpoints are supported")
+        import safetensors
+        with safetensors.safe_open(single, framework="pt") as f:
+            weight_map = {k: "model.safetensors" for k in f.keys()}
+    return {k: v for k, v in weight_map.items() if "vision_tower." in k or "multi_modal_projector." in k}
+
+
+def load_vision_tensors(model_dir, names):
+    """Reads the named tensors, opening only the shards that hold them."""
+    import safetensors
+    tensors = {}
+    for shard in sorted(set(names.values())):
+        with safetensors.safe_open(os.path.join(model_dir, shard), framework="pt", device="cpu") as f:
+            for name in (n for n, s in names.items() if s == shard):
+                tensors[name] = f.get_tensor(name)
+    return tensors
+
+
+def match_keys(checkpoint_keys, marker, module_keys):
+    """Checkpoint name -> module name: the part after `marker`, with or without SigLIP's 'vision_model.' prefix
+    (checkpoints written by different transformers versions differ there)."""
+    mapping = {}
+    for key in checkpoint_keys:
+        suffix = key.split(marker, 1)[1]
+        for candidate in (suffix, suffix.removeprefix("vision_model."), "vision_model." + suffix):
+            if candidate in module_keys:
+                mapping[key] = candidate
+                break
+    return mapping
+
+
+def build_vision_model(config, layer, device, dtype):
+    """Randomly initialised SigLIP tower (+ projector), built on the device in the target dtype (no fp32 copy in
+    host memory, no language model at all); load_vision_model fills in the weights, bench_extract.py does not."""
+    _, AutoModel, Gemma3MultiModalProjector = import_transformers()
+    with torch.device(device):
+        tower = AutoModel.from_config(config.vision_config, dtype=dtype, attn_implementation="sdpa")
+        projector = Gemma3MultiModalProjector(config).to(dtype) if layer == "projector" else None
+    tower.eval().requires_grad_(False)
+    if projector is not None:
+        projector.eval().requires_grad_(False)
+    return tower, projector
+
+
+def load_vision_model(model_name, layer, device, dtype):
+    """(vision tower, projector or None, Gemma3Config, model_dir): only these weights are built and read."""
+    AutoConfig, _, _ = import_transformers()
+    model_dir = resolve_model_dir(model_name)
+    config = AutoConfig.from_pretrained(model_dir)
+    if getattr(config, "model_type", None) != "gemma3" or not hasattr(config, "vision_config"):
+        raise DataError(f"{model_name} is a {getattr(config, 'model_type', '?')} model, not a Gemma 3 vision model "
+                        "(e.g. google/gemma-3-4b-it)")
+    tower, projector = build_vision_model(config, layer, device, dtype)
+    names = vision_weight_names(model_dir)
+    tensors = load_vision_tensors(model_dir, {k: v for k, v in names.items()
+                                              if projector is not None or "vision_tower." in k})
+    for module, marker in ((tower, "vision_tower."), (projector, "multi_modal_projector.")):
+        if module is None:
+            continue
+        expected = set(module.state_dict())
+        mapping = match_keys([k for k in tensors if marker in k], marker, expected)
+        missing = expected - set(mapping.values()) - {"embeddings.position_ids", "vision_model.embeddings.position_ids"}
+        if missing:
+            raise DataError(f"{model_dir}: {len(missing)} {marker.rstrip('.')} weights missing from the checkpoint "
+                            f"(e.g. {sorted(missing)[0]}); is it a complete Gemma 3 checkpoint?")
+        module.load_state_dict({mapping[k]: tensors[k] for k in mapping}, strict=False)
+    return tower, projector, config, model_dir
+
+
+def preprocessing(model_dir, config):
+    """Image size, rescale factor, mean and std: preprocessor_config.json when present, else Gemma 3's defaults."""
+    size = config.vision_config.image_size
+    spec = {"image_size": size, "rescale_factor": 1 / 255, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    path = os.path.join(model_dir, "preprocessor_config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            pre = json.load(f)
+        for key in ("rescale_factor", "image_mean", "image_std"):
+            spec[key] = pre.get(key, spec[key])
+    return spec
+
+
+def preprocess(frames, spec, dtype):
+    """uint8 (T, H, W, 3) on the device -> (T, 3, S, S) pixel values, as Gemma3ImageProcessor makes them.
+
+    Bilinear resize with antialiasing to S x S (no pan-and-scan), rounded back to uint8 levels as the reference
+    processor does, then x * rescale, normalized with mean/std (0.5 -> [-1, 1]). One batched op per clip.
+    """
+    size = spec["image_size"]
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = x.round_().clamp_(0, 255)
+    mean = torch.tensor(spec["image_mean"], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec["image_std"], device=x.device).view(1, 3, 1, 1)
+    return ((x * spec["rescale_factor"] - mean) / std).to(dtype)
+
+
+def attention_backends(name):
+    """Context that makes SDPA prefer one kernel (falling back to the others where it cannot run); auto = PyTorch's choice."""
+    from contextlib import nullcontext
+    if name == "auto":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    order = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    backends = [order[name]] + [b for k, b in order.items() if k != name]
+    return sdpa_kernel(backends, set_priority=True)
+
+
+@torch.inference_mode()
+def frame_features(tower, projector, pixel_values):
+    """(B, 3, S, S) -> (B, D) float32: mean over the image tokens of the tower (or of the projector)."""
+    tokens = tower(pixel_values=pixel_values).last_hidden_state  # (B, 4096, 1152) for gemma-3-4b
+    if projector is not None:
+        tokens = projector(tokens)  # (B, 256, 2560): 4x4 average pool, RMSNorm, linear map to the text width
+    return tokens.mean(dim=1, dtype=torch.float32)
+
+
+def per_frame_bytes(config, dtype):
+    """Rough activation memory of one frame at inference (calibrated on gemma-3-4b: ~0.11 GB/frame in bf16)."""
+    v = config.vision_config
+    tokens = (v.image_size // v.patch_size) ** 2
+    element = torch.finfo(dtype).bits // 8
+    return int(1.5 * tokens * (v.intermediate_size + 4 * v.hidden_size) * element + 8 * 3 * v.image_size ** 2)
+
+
+def auto_batch_size(device, config, dtype):
+    """Largest power of two (1..32) whose activations fit the free GPU memory left after loading the model."""
+    if device.type != "cuda":
+        return 8
+    free, _ = torch.cuda.mem_get_info(device)
+    room = free - 0.35 * GIB  # CUDA workspaces, allocator fragmentation
+    batch = 1
+    while batch < 32 and (batch * 2) * per_frame_bytes(config, dtype) <= room:
+        batch *= 2
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The corpus: background decoding, fixed-size GPU batches spanning clips, per-clip outputs
+
+def read_job(job, num_frames, pin):
+    """Decode one clip in a reader thread -> (job, uint8 tensor or None, failure reason or None)."""
+    if job["path"] is None:
+        return job, None, "missing: no video file with this id"
+    try:
+        frames, _ = read_clip_frames(job["path"], job["start_frame"], job["end_frame"], num_frames)
+        frames = torch.from_numpy(frames)
+        return job, (frames.pin_memory() if pin else frames), None
+    except VideoError as e:
+        return job, None, str(e)
+    except Exception as e:  # a decoder crash on one file must not stop the corpus
+        return job, None, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def decoded_clips(jobs, num_frames, readers, pin):
+    """Yields read_job results in order while up to 2*readers clips decode ahead in background threads."""
+    with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="reader") as pool:
+        ahead = deque()
+        for job in jobs:
+            ahead.append(pool.submit(read_job, job, num_frames, pin))
+            if len(ahead) >= 2 * readers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def extract_corpus(todo, tower, projector, spec, args, device, dtype, out_dtype, on_clip_done, on_failure):
+    """Runs every clip in todo through the model in fixed-size batches; clips may straddle two batches."""
+    pending = deque()  # (video_id, preprocessed frames (n, 3, S, S)) waiting for a batch
+    buffered = 0
+    clips = {}  # video_id -> [features (T, D) float32 numpy, frames still to come]
+    inflight = None  # the previous batch: its outputs are copied back while the next batch runs
+
+    def finish(batch):
+        features_host, event, owners = batch
+        if event is not None:
+            event.synchronize()
+        row = 0
+        for video_id, start, n in owners:
+            state = clips[video_id]
+            if state[0] is None:
+                state[0] = np.empty((state[2], features_host.shape[1]), dtype=np.float32)
+            state[0][start:start + n] = features_host[row:row + n].float().numpy()
+            row += n
+            state[1] -= n
+            if state[1] == 0:
+                on_clip_done(video_id, clips.pop(video_id)[0].astype(out_dtype))
+
+    def launch(count):
+        nonlocal buffered
+        pieces, owners = [], []
+        while count > 0:
+            video_id, start, x = pending[0]
+            take = min(count, len(x))
+            pieces.append(x[:take])
+            owners.append((video_id, start, take))
+            if take == len(x):
+                pending.popleft()
+            else:
+                pending[0] = (video_id, start + take, x[take:])
+            count -= take
+            buffered -= take
+        with attention_backends(args.attention):
+            features = frame_features(tower, projector, torch.cat(pieces))
+        if device.type == "cuda":  # copy back asynchronously; finish() waits on the event one batch later
+            host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+            host.copy_(features, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            return host, event, owners
+        return features, None, owners
+
+    for job, frames, reason in decoded_clips(todo, args.num_frames, args.readers, device.type == "cuda"):
+        if reason is not None:
+            on_failure(job["video_id"], reason)
+            continue
+        x = preprocess(frames.to(device, non_blocking=True), spec, dtype)
+        clips[job["video_id"]] = [None, len(x), len(x)]
+        pending.append((job["video_id"], 0, x))
+        buffered += len(x)
+        while buffered >= args.batch_size:
+            batch = launch(args.batch_size)
+            if inflight is not None:
+                finish(inflight)
+            inflight = batch
+    if buffered:
+        batch = launch(buffered)
+        if inflight is not None:
+            finish(inflight)
+        inflight = batch
+    if inflight is not None:
+        finish(inflight)
+
+
+def distributed_rank():
+    """(rank, world, local_rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+
+
+def get_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = parser.add_argument_group("input")
+    g.add_argument("--videos_dir", required=True, help="folder of videos named {video_id}.mp4/.mov/.avi/.mkv/.webm")
+    g.add_argument("--subset", default=None,
+                   help="split json (e.g. nslt_100.json; a bare name is looked up in --data_dir); omit to take every video, whole clip")
+    g.add_argument("--data_dir", default="data/wlasl", help="WLASL folder: split files, default output folder")
+    g.add_argument("--num_frames", type=int, default=16, help="frames sampled uniformly from each clip")
+    g = parser.add_argument_group("model")
+    g.add_argument("--model_name", default=DEFAULT_MODEL,
+                   help="hub id (must already be downloaded: nothing is fetched at run time) or a local checkpoint folder")
+    g.add_argument("--layer", choices=("projector", "vision"), default="projector",
+                   help="projector: multimodal projector output, 2560-d for gemma-3-4b (default); vision: SigLIP tower output, 1152-d")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                   help="model precision; auto = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU")
+    g.add_argument("--attention", choices=("auto", "cudnn", "flash", "efficient", "math"), default="auto",
+                   help="preferred SDPA kernel (others remain as fallbacks); auto = PyTorch's own choice")
+    g.add_argument("--compile", action="store_true", help="torch.compile the vision tower (CUDA; slower start, faster on long runs)")
+    g = parser.add_argument_group("output")
+    g.add_argument("--output_dir", default=None, help="where {video_id}_gemma.npy go (default <data_dir>/gemma_features)")
+    g.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="dtype of the saved features")
+    g.add_argument("--overwrite", action="store_true", help="re-extract clips whose output already exists")
+    g = parser.add_argument_group("hardware")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda when available")
+    g.add_argument("--batch_size", type=int, default=None,
+                   help="frames per forward pass; default: chosen from free GPU memory (about 16 on a 4 GB card, 8 on CPU)")
+    g.add_argument("--readers", type=int, default=4, help="background threads decoding videos ahead of the GPU")
+    g.add_argument("--shard", default="0/1", help="i/n: process only every n-th clip starting at i (under torchrun: split again per rank)")
+    g.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def check_existing_metadata(output_dir, model_name, layer, overwrite):
+    """Refuses to resume into a folder whose features came from another model or layer (their D would differ)."""
+    path = os.path.join(output_dir, METADATA_NAME)
+    if overwrite or not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return
+    if (old.get("model"), old.get("layer")) != (model_name, layer):
+        raise DataError(f"{output_dir} holds features of {old.get('model')} --layer {old.get('layer')}; "
+                        f"use another --output_dir or --overwrite")
+
+
+def main(argv=None):
+    args = get_args(argv)
+    started = time.time()
+    rank, world, local_rank = distributed_rank()
+    if not os.path.isdir(args.videos_dir):
+        raise DataError(f"--videos_dir {args.videos_dir} is not a folder")
+    if args.num_frames < 1:
+        raise DataError("--num_frames must be >= 1")
+    try:
+        shard_index, shard_count = parse_shard(args.shard)
+    except ValueError as e:
+        raise DataError(str(e))
+    shard_index, shard_count = shard_index * world + rank, shard_count * world  # each rank splits our shard again
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda but no CUDA GPU is visible; use --device cpu")
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{local_rank % torch.cuda.device_count()}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    precision = args.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if use_cuda else "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+    output_dir = args.output_dir or os.path.join(args.data_dir, "gemma_features")
+    os.makedirs(output_dir, exist_ok=True)
+    check_existing_metadata(output_dir, args.model_name, args.layer, args.overwrite)
+    split = None
+    if args.subset is not None:
+        split = load_split(args.subset if os.path.exists(args.subset) or os.sep in args.subset
+                           else os.path.join(args.data_dir, args.subset))
+    jobs = take_shard(list_jobs([args.videos_dir], VIDEO_EXTENSIONS, split), shard_index, shard_count)
+
+    def out_path(video_id):
+        return os.path.join(output_dir, f"{video_id}_gemma.npy")
+
+    todo = [j for j in jobs if args.overwrite or not os.path.isfile(out_path(j["video_id"]))]
+    tower, projector, config, model_dir = load_vision_model(args.model_name, args.layer, device, dtype)
+    if args.compile and use_cuda:
+        tower = torch.compile(tower, dynamic=False)  # one graph per batch shape (two at most)
+    spec = preprocessing(model_dir, config)
+    feature_dim = config.text_config.hidden_size if args.layer == "projector" else config.vision_config.hidden_size
+    batch_size = args.batch_size or auto_batch_size(device, config, dtype)
+    args.batch_size = batch_size
+    print(f"[shard {shard_index}/{shard_count}] {len(jobs)} clips: {len(jobs) - len(todo)} already extracted, "
+          f"{len(todo)} to do on {device} ({precision}, batch {batch_size}) -> {output_dir}")
+
+    failed, frames_done, bar = [], [0], tqdm(total=len(todo), unit="clip", dynamic_ncols=True,
+                                               disable=args.no_progress or None, position=rank)
+
+    def on_clip_done(video_id, features):
+        atomic_save_npy(out_path(video_id), features)
+        frames_done[0] += len(features)
+        bar.update(1)
+
+    def on_failure(video_id, reason):
+        failed.append((video_id, reason))
+        bar.update(1)
+
+    if use_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    extract_corpus(todo, tower, projector, spec, args, device, dtype, np.dtype(args.dtype), on_clip_done, on_failure)
+    bar.close()
+
+    import transformers
+    done = len(todo) - len(failed)
+    paths = {j["video_id"]: j["path"] for j in jobs}
+    meta = {
+        "tool": "extract_gemma_features.py",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": args.model_name,
+        "layer": args.layer,
+        "feature_dim": int(feature_dim),
+        "pooling": f"mean over {'projector' if projector is not None else 'vision tower'} image tokens, one vector per frame",
+        "num_frames": args.num_frames,
+        "frame_sampling": "uniform (segment centres) over the split window; start/end frames converted from 25 fps",
+        "dtype": args.dtype,
+        "precision": precision,
+        "preprocessing": {**spec, "resize": "bilinear, antialiased, no pan-and-scan"},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "numpy": np.__version__},
+        "device": torch.cuda.get_device_name(device) if use_cuda else "cpu",
+        "batch_size": batch_size,
+        "shard": f"{shard_index}/{shard_count}",
+        "subset": args.subset,
+        "counts": {"clips": len(jobs), "extracted": done, "skipped_existing": len(jobs) - len(todo),
+                   "failed": len(failed), "frames_extracted": frames_done[0],
+                   "outputs_present": sum(os.path.isfile(out_path(j["video_id"])) for j in jobs)},
+        "failed": [{"video_id": v, "path": paths.get(v), "reason": r} for v, r in sorted(failed)],
+        "seconds": round(time.time() - started, 1),
+    }
+    if use_cuda:
+        meta["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / GIB, 2)
+    merged = write_metadata(output_dir, meta, shard_index, shard_count)
+    for video_id, reason in sorted(failed):
+        print(f"warning: {video_id} skipped: {reason}", file=sys.stderr)
+    elapsed = time.time() - started
+    print(f"[shard {shard_index}/{shard_count}] extracted {done} clips ({frames_done[0]} frames, "
+          f"{frames_done[0] / max(elapsed, 1e-9):.1f} frames/s overall), skipped {len(jobs) - len(todo)} existing, "
+          f"failed {len(failed)}; feature_dim {feature_dim}; metadata: {merged or 'shard file written, merged when every shard has finished'}")
+    return meta
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,288 @@
+"""
+extract_landmarks.py - MediaPipe Holistic landmarks for every clip of a WLASL split, offline and resumable.
+
+    pip install -r requirements-extract.txt          # mediapipe==0.10.21 ships its models: no download at run time
+    python extract_landmarks.py --videos_dir data/wlasl/videos --subset nslt_100.json
+    python extract_landmarks.py --videos_dir data/wlasl/videos --subset nslt_2000.json --workers 2 --num_frames 32
+    python extract_landmarks.py --videos_dir my_videos                 # no split: every video, whole clip
+    python extract_landmarks.py --poses_dir my_poses --subset nslt_100.json   # existing .pose files (pose-format)
+
+Writes <output_dir>/{video_id}_landmarks.npy, float32 (T, 162) per clip:
+[left hand 21 x (x,y,z) | right hand 21 x (x,y,z) | pose landmarks 11..22 x (x,y,z)], MediaPipe's normalized image
+coordinates, zeros where a part was not detected; and extraction_metadata.json (versions, settings, counts,
+failed clips with the reason). Existing outputs are skipped unless --overwrite, so an interrupted run resumes.
+Split files give start_frame / end_frame 1-indexed at 25 fps; they are converted to each video's own fps.
+Split a corpus across machines with --shard i/n (the last shard to finish merges the metadata).
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+from tqdm import tqdm
+
+from video_io import (VIDEO_EXTENSIONS, VideoError, atomic_save_npy, clip_window, list_jobs, parse_shard,
+                      read_clip_frames, take_shard, write_metadata)
+from wlasl_data import LANDMARK_DIM, DataError, load_split, uniform_indices
+
+INSTALL_HINT = "pip install -r requirements-extract.txt"
+POSE_IDS = list(range(11, 23))  # shoulders, elbows, wrists, pinkies, index fingers, thumbs
+POSE_NAMES = ["LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW", "LEFT_WRIST", "RIGHT_WRIST",
+              "LEFT_PINKY", "RIGHT_PINKY", "LEFT_INDEX", "RIGHT_INDEX", "LEFT_THUMB", "RIGHT_THUMB"]
+MODEL_COMPLEXITY = 1  # 0 and 2 make mediapipe 0.10.21 download a model at run time, which fails offline
+
+
+def import_mediapipe():
+    try:
+        import mediapipe as mp
+        return mp
+    except ImportError:
+        raise DataError(f"mediapipe is not installed: {INSTALL_HINT}")
+    except Exception as e:  # e.g. a numpy 2 install under mediapipe 0.10.21
+        raise DataError(f"mediapipe failed to import ({type(e).__name__}: {str(e)[:120]}); {INSTALL_HINT}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One clip
+
+def holistic_row(results):
+    """One frame's MediaPipe Holistic results -> float32 (162,), zeros for each part that was not detected."""
+    row = np.zeros(LANDMARK_DIM, dtype=np.float32)
+    parts = ((results.left_hand_landmarks, slice(0, 63), None), (results.right_hand_landmarks, slice(63, 126), None),
+             (results.pose_landmarks, slice(126, 162), POSE_IDS))
+    for landmarks, where, keep in parts:
+        if landmarks is not None:
+            points = landmarks.landmark if keep is None else [landmarks.landmark[i] for i in keep]
+            row[where] = [c for p in points for c in (p.x, p.y, p.z)]
+    return row
+
+
+def extract_video_landmarks(path, start_frame=1, end_frame=None, num_frames=None):
+    """(T, 162) float32 landmarks of one video clip (window and sampling as in video_io.read_clip_frames).
+
+    A fresh Holistic per clip: its tracking state must not carry over from the previous clip.
+    Raises VideoError for an unreadable or empty video, DataError when mediapipe is missing.
+    """
+    mp = import_mediapipe()
+    frames, _ = read_clip_frames(path, start_frame, end_frame, num_frames)
+    out = np.zeros((len(frames), LANDMARK_DIM), dtype=np.float32)
+    with mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=MODEL_COMPLEXITY) as holistic:
+        for i, frame in enumerate(frames):
+            out[i] = holistic_row(holistic.process(frame))
+    return out
+
+
+def pose_file_landmarks(path, start_frame=1, end_frame=None, num_frames=None):
+    """(T, 162) float32 landmarks from a pose-format .pose file in MediaPipe Holistic layout.
+
+    x and y are divided by the header's width and height (pose-format stores pixels) so they match
+    MediaPipe's normalized coordinates; z is kept as stored (pose-format keeps MediaPipe's z), or divided by
+    the header's depth when a file declares one. Masked (undetected) points become zeros, and
+    pose points a reduced file lacks (e.g. no pinkies) stay zero. ValueError for any other layout (OpenPose...).
+    """
+    try:
+        from pose_format import Pose
+    except ImportError:
+        raise DataError(f"pose-format is not installed: {INSTALL_HINT}")
+    with open(path, "rb") as f:
+        pose = Pose.read(f.read())
+    header = pose.header
+    names = [c.name for c in header.components]
+    needed = ("POSE_LANDMARKS", "LEFT_HAND_LANDMARKS", "RIGHT_HAND_LANDMARKS")
+    if not all(n in names for n in needed):
+        raise ValueError(f"{path} is not in MediaPipe Holistic layout (components {names}; need {list(needed)}): "
+                         "only MediaPipe .pose files can be converted")
+    data = np.ma.getdata(pose.body.data)[:, 0].astype(np.float32)  # first person: (frames, points, dims)
+    valid = ~np.ma.getmaskarray(pose.body.data)[:, 0].any(-1)
+    if data.shape[-1] < 3:
+        raise ValueError(f"{path} has {data.shape[-1]}-d points; need x, y, z")
+    dims = header.dimensions
+    scale = [float(dims.width or 1), float(dims.height or 1), float(dims.depth or 1)]
+    data = data[..., :3] / np.array(scale, dtype=np.float32)
+    offsets = np.cumsum([0] + [len(c.points) for c in header.components])
+    where = {c.name: (int(offsets[k]), list(c.points)) for k, c in enumerate(header.components)}
+
+    out = np.zeros((len(data), LANDMARK_DIM), dtype=np.float32)
+    for component, column in (("LEFT_HAND_LANDMARKS", 0), ("RIGHT_HAND_LANDMARKS", 63)):
+        start, points = where[component]
+        if len(points) != 21:
+            raise ValueError(f"{path}: {component} has {len(points)} points, expected 21")
+        hand = np.where(valid[:, start:start + 21, None], data[:, start:start + 21], 0.0)
+        out[:, column:column + 63] = hand.reshape(len(data), 63)
+    start, points = where["POSE_LANDMARKS"]
+    for j, name in enumerate(POSE_NAMES):
+        if name in points:  # reduced files (e.g. 8 pose points) lack some: those stay zero
+            k = points.index(name)
+            out[:, 126 + 3 * j:129 + 3 * j] = np.where(valid[:, start + k, None], data[:, start + k], 0.0)
+
+    fps = float(pose.body.fps or 25.0)
+    first, end = clip_window(fps, start_frame, end_frame)
+    out = out[first:end]
+    if num_frames is not None:
+        out = out[uniform_indices(len(out), num_frames)]
+    if len(out) == 0:
+        raise VideoError(f"no frame in {path} in window start_frame={start_frame} end_frame={end_frame}")
+    return out
+
+
+def extract_file(path, start_frame=1, end_frame=None, num_frames=None):
+    """Landmarks of a video or a .pose file."""
+    if path.lower().endswith(".pose"):
+        return pose_file_landmarks(path, start_frame, end_frame, num_frames)
+    return extract_video_landmarks(path, start_frame, end_frame, num_frames)
+
+
+def output_path(output_dir, video_id):
+    return os.path.join(output_dir, f"{video_id}_landmarks.npy")
+
+
+def process_job(job):
+    """Worker: extract and save one clip -> (video_id, frames, failure reason or None). Never raises."""
+    if job["path"] is None:
+        return job["video_id"], 0, "missing: no video or .pose file with this id"
+    try:
+        landmarks = extract_file(job["path"], job["start_frame"], job["end_frame"], job["num_frames"])
+        atomic_save_npy(output_path(job["output_dir"], job["video_id"]), landmarks)
+        return job["video_id"], len(landmarks), None
+    except (VideoError, ValueError, DataError) as e:
+        return job["video_id"], 0, str(e)
+    except Exception as e:  # a crash inside one clip (decoder, mediapipe) must not stop the corpus
+        return job["video_id"], 0, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def quiet_worker():
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe/absl start-up chatter would drown the progress bar
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def tool_versions():
+    from importlib.metadata import PackageNotFoundError, version
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("mediapipe", "opencv-python-headless", "opencv-contrib-python", "pose-format"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The corpus
+
+def get_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = parser.add_argument_group("input")
+    g.add_argument("--videos_dir", default=None,
+                   help="folder of videos named {video_id}.mp4/.mov/.avi/.mkv/.webm (.pose files here are read too)")
+    g.add_argument("--poses_dir", default=None, help="folder of {video_id}.pose files (pose-format, MediaPipe Holistic layout)")
+    g.add_argument("--subset", default=None,
+                   help="split json (e.g. nslt_100.json; a bare name is looked up in --data_dir); omit to take every file, whole clip")
+    g.add_argument("--data_dir", default="data/wlasl", help="WLASL folder: split files, default output folder")
+    g = parser.add_argument_group("output")
+    g.add_argument("--output_dir", default=None, help="where {video_id}_landmarks.npy go (default <data_dir>/landmarks)")
+    g.add_argument("--num_frames", type=int, default=None,
+                   help="sample this many frames uniformly from each clip (default: every frame of the clip)")
+    g.add_argument("--overwrite", action="store_true", help="re-extract clips whose output already exists")
+    g = parser.add_argument_group("parallelism")
+    g.add_argument("--workers", type=int, default=1, help="worker processes (each runs MediaPipe on one core)")
+    g.add_argument("--shard", default="0/1", help="i/n: process only every n-th clip starting at i (split a corpus across machines)")
+    g.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def resolve_split(subset, data_dir):
+    if subset is None:
+        return None
+    path = subset if os.path.exists(subset) or os.sep in subset else os.path.join(data_dir, subset)
+    return load_split(path)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    started = time.time()
+    if not args.videos_dir and not args.poses_dir:
+        raise DataError("give --videos_dir (videos) and/or --poses_dir (.pose files)")
+    for flag, d in (("--videos_dir", args.videos_dir), ("--poses_dir", args.poses_dir)):
+        if d and not os.path.isdir(d):
+            raise DataError(f"{flag} {d} is not a folder")
+    if args.num_frames is not None and args.num_frames < 1:
+        raise DataError("--num_frames must be >= 1 (or omitted for every frame)")
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as e:
+        raise DataError(str(e))
+    split = resolve_split(args.subset, args.data_dir)
+    output_dir = args.output_dir or os.path.join(args.data_dir, "landmarks")
+    os.makedirs(output_dir, exist_ok=True)
+    if args.videos_dir:
+        import_mediapipe()  # fail in one line now, not once per clip
+
+    # .pose files win over videos with the same id: the landmarks are already there
+    jobs = list_jobs([args.poses_dir, args.videos_dir], VIDEO_EXTENSIONS + (".pose",), split)
+    jobs = take_shard(jobs, *shard)
+    todo, skipped = [], 0
+    for job in jobs:
+        if not args.overwrite and os.path.isfile(output_path(output_dir, job["video_id"])):
+            skipped += 1
+        else:
+            todo.append(dict(job, num_frames=args.num_frames, output_dir=output_dir))
+    print(f"{len(jobs)} clips in shard {args.shard}: {skipped} already extracted, {len(todo)} to do "
+          f"with {args.workers} worker(s) -> {output_dir}")
+
+    failed, frames, done = [], 0, 0
+    pool = None
+    if args.workers > 1 and len(todo) > 1:
+        import multiprocessing
+        # spawn, not fork: mediapipe's threads and a forked parent do not mix
+        pool = multiprocessing.get_context("spawn").Pool(args.workers, initializer=quiet_worker)
+        results = pool.imap_unordered(process_job, todo, chunksize=1)
+    else:
+        quiet_worker()
+        results = map(process_job, todo)
+    try:
+        for video_id, n, reason in tqdm(results, total=len(todo), unit="clip", disable=args.no_progress or None,
+                                        dynamic_ncols=True):
+            if reason is None:
+                done, frames = done + 1, frames + n
+            else:
+                failed.append((video_id, reason))
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+    by_id = {j["video_id"]: j["path"] for j in jobs}
+    meta = {
+        "tool": "extract_landmarks.py",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": tool_versions(),
+        "settings": {"videos_dir": args.videos_dir, "poses_dir": args.poses_dir, "subset": args.subset,
+                     "num_frames": args.num_frames, "model_complexity": MODEL_COMPLEXITY,
+                     "static_image_mode": False, "overwrite": args.overwrite, "workers": args.workers},
+        "shard": args.shard,
+        "layout": "left hand 21x3 | right hand 21x3 | pose landmarks 11..22 x3; normalized image coords; zeros = not detected",
+        "feature_dim": LANDMARK_DIM,
+        "counts": {"clips": len(jobs), "extracted": done, "skipped_existing": skipped, "failed": len(failed),
+                   "frames_extracted": frames,
+                   "outputs_present": sum(os.path.isfile(output_path(output_dir, j["video_id"])) for j in jobs)},
+        "failed": [{"video_id": v, "path": by_id.get(v), "reason": r} for v, r in sorted(failed)],
+        "seconds": round(time.time() - started, 1),
+    }
+    merged = write_metadata(output_dir, meta, *shard)
+    for video_id, reason in sorted(failed):
+        print(f"warning: {video_id} skipped: {reason}", file=sys.stderr)
+    print(f"extracted {done} clips ({frames} frames), skipped {skipped} existing, failed {len(failed)}; "
+          f"{meta['seconds']} s; metadata: {merged or 'shard file written, merged once every shard has finished'}")
+    return meta
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

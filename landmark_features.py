@@ -1,0 +1,129 @@
+"""Signer-invariant landmark channels for the 162-dim MediaPipe layout, batched in torch.
+
+    python -m pytest tests/test_landmark_features.py -q
+
+    from landmark_features import make_landmark_features, landmark_feature_dim
+    x = make_landmark_features(landmarks, mask, normalize=True)   # (B,T,162) -> (B,T,453)
+    model_input_dim = landmark_feature_dim(normalize=True)       # 453
+
+Input layout per frame (see wlasl_data.LANDMARK_DIM): 54 points x (x, y, z) =
+[left hand 21 pts | right hand 21 pts | MediaPipe pose 11..22 (12 pts)], normalized image coordinates,
+an undetected part is all zeros. Everything runs on the batch's device; there is no loop over clips.
+
+normalize=False: the raw 162 channels are returned unchanged (the plain legacy input, C = 162).
+
+normalize=True: C = 453 channels per frame, in this order:
+    [  0:162) body   54 pts x (x,y,z): (p - centre) / scale. centre = clip-level shoulder midpoint
+                     (median over frames where both shoulders, pose 11 and 12, are detected), scale =
+                     clip-level median shoulder width (2-D). z is centred on the shoulders for pose points
+                     only (MediaPipe hand z is already relative to the wrist). Fallback when shoulders are
+                     never detected in the clip: centre = mean of all detected points, scale = their RMS
+                     spread around it, or 1 if that is degenerate.
+    [162:225) lhand  21 pts x (x,y,z) of the left hand relative to its wrist (point 0), divided by the
+                     hand size (largest 3-D palm distance among wrist-index MCP, wrist-middle MCP,
+                     wrist-pinky MCP, index MCP-pinky MCP) of the same frame
+    [225:288) rhand  the same for the right hand
+    [288:450) vel    frame-to-frame difference of the body channels; 0 at the first frame and wherever the
+                     point is undetected in either of the two frames
+    [450:453) pres   1.0/0.0 per frame: left hand detected, right hand detected, pose detected
+A point that was not detected is exactly 0 in every channel (never -centre/scale), so together with the
+presence channels a zero is never mistaken for a position. Padding frames (mask False) are all zeros.
+The output is finite for any finite input (all-zero clips included); NaN input is treated as undetected.
+"""
+import torch
+
+LANDMARK_DIM = 162
+NUM_POINTS = 54                      # 21 + 21 + 12
+LEFT_HAND = slice(0, 21)
+RIGHT_HAND = slice(21, 42)
+POSE = slice(42, 54)
+L_SHOULDER, R_SHOULDER = 42, 43      # MediaPipe pose 11 and 12 = first two points of the pose block
+PALM_PAIRS = ((0, 5), (0, 9), (0, 17), (5, 17))  # wrist/MCP distances: stable under finger motion
+MIN_SCALE = 1e-4                     # below this a width/size is degenerate (coincident points)
+NORMALIZED_DIM = 162 + 63 + 63 + 162 + 3
+
+
+def landmark_feature_dim(normalize: bool) -> int:
+    """Channels per frame produced by make_landmark_features."""
+    return NORMALIZED_DIM if normalize else LANDMARK_DIM
+
+
+def point_presence(landmarks):
+    """(B,T,162) -> (B,T,54) bool: a point is detected when any of its coordinates is non-zero."""
+    pts = landmarks.reshape(*landmarks.shape[:-1], NUM_POINTS, 3)
+    return (pts != 0).any(-1)
+
+
+def clip_centre_scale(landmarks, mask):
+    """Per clip body centre (B,3) and scale (B,) from real frames (mask True) and detected points.
+
+    Shoulder midpoint / shoulder width (median over frames with both shoulders) when available,
+    else the mean / RMS spread of all detected points, else scale 1. z of the centre is the shoulder
+    midpoint depth (0 in the fallback)."""
+    B, T, _ = landmarks.shape
+    pts = landmarks.reshape(B, T, NUM_POINTS, 3)
+    present = point_presence(landmarks) & mask[:, :, None]
+    nan = torch.tensor(float('nan'), device=pts.device, dtype=pts.dtype)
+
+    l_sh, r_sh = pts[:, :, L_SHOULDER], pts[:, :, R_SHOULDER]
+    width = (l_sh[..., :2] - r_sh[..., :2]).norm(dim=-1)                        # (B,T)
+    sh_ok = present[:, :, L_SHOULDER] & present[:, :, R_SHOULDER] & (width > MIN_SCALE)
+    # median, not mean: robust to the odd frame where the pose jumps to a wrong person/pose
+    sh_centre = torch.nanmedian(torch.where(sh_ok[..., None], (l_sh + r_sh) / 2, nan), dim=1).values
+    sh_width = torch.nanmedian(torch.where(sh_ok, width, nan), dim=1).values
+    has_sh = sh_ok.any(1)
+
+    w = present.to(pts.dtype)                                                   # (B,T,54)
+    n = w.sum((1, 2)).clamp(min=1)
+    mean_xy = (pts[..., :2] * w[..., None]).sum((1, 2)) / n[:, None]            # (B,2)
+    sq = ((pts[..., :2] - mean_xy[:, None, None]) ** 2).sum(-1)
+    spread = ((sq * w).sum((1, 2)) / n).sqrt()
+    spread = torch.where(spread > MIN_SCALE, spread, torch.ones_like(spread))
+    fb_centre = torch.cat([mean_xy, torch.zeros_like(mean_xy[:, :1])], dim=1)
+
+    centre = torch.where(has_sh[:, None], torch.nan_to_num(sh_centre), fb_centre)
+    scale = torch.where(has_sh, torch.nan_to_num(sh_width, nan=1.0), spread)
+    return centre, scale
+
+
+def _hand_local(hand, ok):
+    """hand (B,T,21,3), ok (B,T,21) -> (B,T,63) wrist-relative coordinates / hand size."""
+    rel = hand - hand[:, :, :1]
+    size = torch.stack([(hand[:, :, a] - hand[:, :, b]).norm(dim=-1) for a, b in PALM_PAIRS], -1).amax(-1)
+    ok = ok & ok[:, :, :1] & (size > MIN_SCALE)[..., None]   # needs a wrist and a real palm this frame
+    local = torch.where(ok[..., None], rel / size.clamp(min=MIN_SCALE)[..., None, None], torch.zeros_like(rel))
+    return local.flatten(2)
+
+
+def make_landmark_features(landmarks, mask, normalize: bool = True):
+    """(B,T,162) raw landmarks + (B,T) bool mask -> (B,T,C) model input; layout in the module docstring."""
+    if not normalize:
+        return landmarks
+    B, T, D = landmarks.shape
+    assert D == LANDMARK_DIM, f"expected {LANDMARK_DIM} landmark channels, got {D}"
+    mask = mask.bool()
+    x = torch.nan_to_num(landmarks.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    x = x * mask[..., None]                                                      # padding never counts
+    pts = x.reshape(B, T, NUM_POINTS, 3)
+    present = point_presence(x) & mask[..., None]                               # (B,T,54)
+
+    centre, scale = clip_centre_scale(x, mask)
+    # hand z is wrist-relative in MediaPipe, so only pose z is centred on the shoulders
+    point_centre = centre[:, None, None, :].expand(B, 1, NUM_POINTS, 3).clone()
+    point_centre[:, :, :42, 2] = 0
+    body = (pts - point_centre) / scale[:, None, None, None]
+    body = torch.where(present[..., None], body, torch.zeros_like(body))        # undetected stays 0
+
+    lhand = _hand_local(pts[:, :, LEFT_HAND], present[:, :, LEFT_HAND])
+    rhand = _hand_local(pts[:, :, RIGHT_HAND], present[:, :, RIGHT_HAND])
+
+    # motion only where the point is seen in both frames: appear/disappear is not a velocity
+    both = present[:, 1:] & present[:, :-1]
+    vel = torch.where(both[..., None], body[:, 1:] - body[:, :-1], torch.zeros_like(body[:, 1:]))
+    vel = torch.cat([torch.zeros_like(body[:, :1]), vel], dim=1)
+
+    pres = torch.stack([present[:, :, LEFT_HAND].any(-1), present[:, :, RIGHT_HAND].any(-1),
+                        present[:, :, POSE].any(-1)], dim=-1).float()
+
+    out = torch.cat([body.flatten(2), lhand, rhand, vel.flatten(2), pres], dim=-1)
+    return out * mask[..., None]

@@ -1,0 +1,705 @@
+"""
+Train a word-level ASL recognizer on WLASL from frozen Gemma 3 visual features and MediaPipe landmarks.
+
+    python train_simple.py --demo                                   # ~1 minute on the bundled demo data (CPU)
+    python train_simple.py --subset nslt_100.json --use_class_weights --warmup_epochs 5 --epochs 50 --verbose
+    python train_simple.py --subset nslt_1000.json --use_class_weights --warmup_epochs 10 --epochs 100 \\
+        --batch_size 32 --verbose
+    python train_simple.py --resume runs/nslt_1000-20261124-120000/last.pt   # continue a stopped run
+
+Data layout (README, 'WLASL data layout'): <data_dir>/nslt_*.json, <data_dir>/gemma_features/{id}_gemma.npy (T, D),
+<data_dir>/landmarks/{id}_landmarks.npy (T, 162). Each run directory gets best.pt, last.pt, args.json,
+label_mapping.json, summary.csv (one row per epoch) and metrics.json (val and test of the best-on-val checkpoint).
+"""
+import argparse
+import copy
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from augment import add_augment_args, augment_batch, augment_config_from_args
+from hybrid_asl_model import FullHybridASLModel
+from hybrid_asl_model_simple import FUSION_TYPES, MODALITIES, SimpleHybridASLModel
+from landmark_features import landmark_feature_dim, make_landmark_features
+from wlasl_data import (SUBSETS, BatchLoader, DataError, build_label_mapping, load_glosses, load_split,
+                        load_splits)
+
+ROOT = Path(__file__).resolve().parent
+CHECKPOINT_FORMAT = "hybrid-asl-trainer/1"
+DEMO_SETTINGS = dict(data_dir=str(ROOT / "data" / "demo"), subset="nslt_demo.json", hidden_dim=128, num_heads=4,
+                     epochs=30, batch_size=16, warmup_epochs=3, lr=1e-3, dropout=0.3, use_class_weights=True)
+# A model built with these settings only accepts checkpoints built with the same ones.
+MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
+                    "no_landmark_norm", "legacy_pos_encoding")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The seed design's fixes, as small functions that tests call directly
+
+def compute_class_weights(labels, num_classes, smoothing=1.0):
+    """Inverse-frequency class weights: 1 / (count + smoothing), normalized to mean 1, clipped to [0.1, 10].
+
+    Smoothing keeps a class with no training clip finite; clipping stops a 5-clip class from dominating the loss.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]
+    weights = 1.0 / (counts + smoothing)
+    weights = weights / weights.mean()
+    return torch.tensor(np.clip(weights, 0.1, 10.0), dtype=torch.float32)
+
+
+def get_cosine_schedule_with_warmup(optimizer, warmup_epochs, total_epochs, steps_per_epoch, min_lr_ratio=0.0):
+    """Linear warmup over warmup_epochs, then cosine decay to min_lr_ratio * lr; call .step() after every batch."""
+    total_steps = max(1, total_epochs * steps_per_epoch)
+    warmup_steps = min(warmup_epochs * steps_per_epoch, total_steps)
+
+    def lr_factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+
+def verify_feature_dimensions(features_dir, expected_dim):
+    """Returns the visual feature width found in features_dir (or expected_dim if there is nothing to read).
+
+    Reads only .npy headers. Warns when the width differs from expected_dim, and names files that disagree with
+    the majority: those clips will be skipped by the loader.
+    """
+    features_dir = Path(features_dir)
+    widths = {}
+    for path in sorted(features_dir.glob("*_gemma.npy")):
+        try:
+            shape = np.load(path, mmap_mode="r").shape
+        except Exception:
+            continue  # unreadable files are reported, by name, when the split is packed
+        widths[path.name] = shape[-1] if len(shape) == 2 else None
+    found = [w for w in widths.values() if w]
+    if not found:
+        return expected_dim
+    detected = max(set(found), key=found.count)
+    odd = [name for name, w in widths.items() if w != detected]
+    if odd:
+        print(f"warning: {len(odd)} feature files in {features_dir} are not {detected}-wide and will be skipped: "
+              + ", ".join(odd[:5]) + (" ..." if len(odd) > 5 else ""))
+    if expected_dim is not None and detected != expected_dim:
+        print(f"warning: feature dimension mismatch: --gemma_feature_dim {expected_dim} but the files in "
+              f"{features_dir} are {detected}-wide; continuing with {detected}")
+    return detected
+
+
+def read_extraction_dim(features_dir):
+    """feature_dim recorded by extract_gemma_features.py, or None."""
+    try:
+        return int(json.loads((Path(features_dir) / "extraction_metadata.json").read_text())["feature_dim"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def probability(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data_dir", default="data/wlasl", help="folder with the split files and class list")
+    g.add_argument("--subset", default="nslt_100.json", help="split file, in --data_dir or a path")
+    g.add_argument("--gemma_features_dir", default=None, help="{video_id}_gemma.npy files (default <data_dir>/gemma_features)")
+    g.add_argument("--landmarks_dir", default=None, help="{video_id}_landmarks.npy files (default <data_dir>/landmarks)")
+    g.add_argument("--modality", default="hybrid", choices=MODALITIES,
+                   help="hybrid: both streams; landmarks or gemma: one stream, the other's files are not needed")
+    g.add_argument("--num_frames", type=positive_int, default=16, help="frames per clip after uniform sampling")
+    g.add_argument("--gemma_feature_dim", type=positive_int, default=2560,
+                   help="visual feature width (2560 Gemma 3 projector, 1152 vision tower); detected from the files")
+    g.add_argument("--cache_dir", default=None, help="packed-feature cache (default <data_dir>/.cache)")
+    g.add_argument("--no_cache", action="store_true", help="pack the data in memory only, write no cache")
+    g.add_argument("--demo", action="store_true", help="train on the bundled demo data with CPU-sized settings")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="simple", choices=("simple", "full"),
+                   help="simple: one encoder per stream, fused per clip; full: per-frame cross-attention fusion")
+    g.add_argument("--fusion_type", default="concat", choices=FUSION_TYPES, help="how the simple model fuses streams")
+    g.add_argument("--hidden_dim", type=positive_int, default=512, help="model width")
+    g.add_argument("--num_layers", type=positive_int, default=2, help="transformer layers per encoder")
+    g.add_argument("--num_heads", type=positive_int, default=8, help="attention heads")
+    g.add_argument("--dropout", type=probability, default=0.5, help="dropout in the fusion and classifier")
+    g.add_argument("--encoder_dropout", type=probability, default=0.1, help="dropout inside the transformers")
+    g.add_argument("--drop_path", type=probability, default=0.1, help="stochastic depth rate of the top layer")
+    g.add_argument("--legacy_pos_encoding", action="store_true",
+                   help="learned/random positional encoding of old checkpoints instead of sinusoidal")
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("--epochs", type=positive_int, default=50, help="training epochs")
+    g.add_argument("--batch_size", type=positive_int, default=32, help="clips per step")
+    g.add_argument("--lr", type=positive_float, default=3e-4, help="peak learning rate (AdamW)")
+    g.add_argument("--weight_decay", type=float, default=0.05, help="AdamW weight decay")
+    g.add_argument("--warmup_epochs", type=non_negative_int, default=5, help="linear warmup epochs, then cosine")
+    g.add_argument("--min_lr_ratio", type=float, default=0.01, help="final learning rate as a fraction of --lr")
+    g.add_argument("--grad_clip", type=positive_float, default=1.0, help="max gradient norm")
+    g.add_argument("--label_smoothing", type=probability, default=0.1, help="label smoothing of the loss")
+    g.add_argument("--use_class_weights", dest="use_class_weights", action="store_true", default=False,
+                   help="weight the loss by inverse class frequency (recommended for nslt_1000)")
+    g.add_argument("--no_class_weights", dest="use_class_weights", action="store_false",
+                   help="plain loss (overrides --use_class_weights)")
+    g.add_argument("--ema", action="store_true", help="evaluate and save an exponential moving average of weights")
+    g.add_argument("--ema_decay", type=probability, default=0.999, help="EMA decay per step")
+
+    add_augment_args(p)
+
+    g = p.add_argument_group("run")
+    g.add_argument("--output_dir", default=None, help="run folder (default runs/<subset>-<timestamp>)")
+    g.add_argument("--resume", default=None, help="continue the run saved in this last.pt")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--seed", type=int, default=42, help="random seed (same seed + data + CPU = same metrics)")
+    g.add_argument("--gpu_cache_gb", type=float, default=1.25,
+                   help="GPU memory for keeping packed splits on the GPU (train first); 0 keeps them in host memory")
+    g.add_argument("--no_cuda_graphs", action="store_true", help="run CUDA steps eagerly instead of graph replay")
+    g.add_argument("--verbose", action="store_true", help="more detail in the log")
+    return p
+
+
+def explicit_flags(parser, argv):
+    """Names of the flags given on the command line (used to let them override --demo and --resume)."""
+    quiet = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = dict(dest=action.dest, default=argparse.SUPPRESS)
+            if action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = action.const
+            quiet.add_argument(*action.option_strings, **kwargs)
+    known, _ = quiet.parse_known_args(argv)
+    return set(vars(known))
+
+
+def resolve_device(parser, name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        parser.error(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        parser.error(f"--device {name}: no such CUDA device here; use --device cpu (or auto)")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model, inputs, evaluation
+
+def place_splits_on_device(splits, device, budget_gb):
+    """Which packed splits to keep on the GPU: train first, then val and test, while they fit the budget."""
+    on_device, left = {}, budget_gb * 1e9 if device.type == "cuda" else 0
+    for name in ("train", "val", "test"):
+        split = splits[name]
+        size = sum(a.nbytes for a in (split.gemma, split.landmarks, split.lengths, split.labels) if a is not None)
+        on_device[name] = size <= left
+        left -= size if on_device[name] else 0
+    return on_device
+
+
+def build_model(args, num_classes, feature_dim):
+    common = dict(num_classes=num_classes, gemma_feature_dim=feature_dim, hidden_dim=args.hidden_dim,
+                  dropout=args.dropout, landmark_dim=landmark_feature_dim(not args.no_landmark_norm),
+                  num_layers=args.num_layers, num_heads=args.num_heads, encoder_dropout=args.encoder_dropout,
+                  use_sinusoidal_pos=not args.legacy_pos_encoding, drop_path=args.drop_path,
+                  max_len=max(512, args.num_frames))
+    if args.model == "full":
+        return FullHybridASLModel(**common)
+    return SimpleHybridASLModel(**common, fusion_type=args.fusion_type, modality=args.modality)
+
+
+def model_inputs(batch, args, augment_cfg=None, generator=None):
+    """Batch from the loader -> (gemma, landmark channels, mask): augmentation (training only), then normalization."""
+    gemma, landmarks, mask, labels, weight = batch
+    if gemma is not None:
+        gemma = gemma.float()  # stored as float16 to halve memory; computed in float32 or autocast
+    if augment_cfg is not None:
+        gemma, landmarks, mask = augment_batch(gemma, landmarks, mask, augment_cfg, generator)
+    if landmarks is not None:
+        landmarks = make_landmark_features(landmarks, mask, normalize=not args.no_landmark_norm)
+    return gemma, landmarks, mask
+
+
+def topk_correct(logits, labels, k):
+    """(N,) bool: is the label among the k highest logits."""
+    k = min(k, logits.shape[1])
+    return (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+
+
+def classification_metrics(logits, labels, num_classes):
+    """Per-instance and per-class top-1/top-5 (fractions), plain cross-entropy, and how many clips were scored.
+
+    Per-class accuracy averages over the classes that have at least one clip in this split.
+    """
+    logits, labels = torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64)
+    if len(labels) == 0:
+        return dict(top1=0.0, top5=0.0, per_class_top1=0.0, per_class_top5=0.0, loss=float("nan"), n=0)
+    metrics = dict(n=len(labels), loss=F.cross_entropy(logits, labels).item())
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    present = counts > 0
+    for k in (1, 5):
+        correct = topk_correct(logits, labels, k).float()
+        per_class = torch.bincount(labels, weights=correct, minlength=num_classes) / counts.clamp(min=1)
+        metrics[f"top{k}"] = correct.mean().item()
+        metrics[f"per_class_top{k}"] = per_class[present].mean().item()
+    return {key: metrics[key] for key in ("top1", "top5", "per_class_top1", "per_class_top5", "loss", "n")}
+
+
+def make_eval_step(model, args, amp_ctx):
+    def eval_step(batch):
+        gemma, landmarks, mask = model_inputs(batch, args)
+        with torch.no_grad(), amp_ctx:
+            return model(gemma, landmarks, mask).float()
+    return eval_step
+
+
+def predict_logits(model, loader, args, amp_ctx, step=None):
+    """Logits (N, C) float32 and labels (N,) for every clip of the loader's split, in split order.
+
+    step: a callable batch -> logits (e.g. a captured CUDA graph); default runs the model eagerly.
+    """
+    model.eval()
+    step = step or make_eval_step(model, args, amp_ctx)
+    all_logits, all_labels = [], []
+    for batch in loader.batches(shuffle=False):
+        real = batch[4] > 0  # fixed-size batches end with weight-0 padding rows
+        all_logits.append(step(batch)[real].cpu())
+        all_labels.append(batch[3][real].cpu())
+    return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+
+
+def evaluate(model, loader, args, amp_ctx, num_classes, step=None):
+    logits, labels = predict_logits(model, loader, args, amp_ctx, step)
+    metrics = classification_metrics(logits, labels, num_classes)
+    metrics["n_listed"] = loader.split.listed
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The training step, and its CUDA-graph replay
+
+def weighted_loss(logits, labels, weight, class_weights, label_smoothing):
+    """Class-weighted, label-smoothed cross-entropy; rows with weight 0 (batch padding) do not count.
+    Equals F.cross_entropy(..., weight=class_weights)'s mean when every row has weight 1."""
+    per_clip = F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=label_smoothing,
+                               reduction="none")
+    return (per_clip * weight).sum() / (class_weights[labels] * weight).sum().clamp(min=1e-12)
+
+
+def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg, scaler, ema, found_inf):
+    """One optimisation step with no host synchronisation, so that it can be captured as a CUDA graph.
+
+    A non-finite loss or gradient norm sets `found_inf`, and the fused AdamW then skips the update on the device
+    (the step is counted, never applied). Returns device tensors: loss, correct top-1, real clips, skipped (0/1).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not scaler.is_enabled():
+        optimizer.found_inf = found_inf  # read by fused AdamW at every step (also inside a captured graph)
+
+    def train_step(batch, generator=None):
+        labels, weight = batch[3], batch[4]
+        gemma, landmarks, mask = model_inputs(batch, args, augment_cfg, generator)
+        with amp_ctx:
+            logits = model(gemma, landmarks, mask)
+        loss = weighted_loss(logits.float(), labels, weight, class_weights, args.label_smoothing)
+        if scaler.is_enabled():  # fp16 on GPUs without bf16: the scaler finds and skips overflowing steps itself
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(params, args.grad_clip, foreach=True)
+            scaler.step(optimizer)
+            scaler.update()
+            skipped = (~torch.isfinite(loss)).float()
+        else:
+            loss.backward()
+            norm = nn.utils.clip_grad_norm_(params, args.grad_clip, foreach=True)
+            found_inf.copy_((~(torch.isfinite(loss) & torch.isfinite(norm))).float())
+            optimizer.step()
+            skipped = found_inf.clone()
+        if ema is not None:
+            torch._foreach_lerp_(ema[1], params, 1.0 - args.ema_decay)
+        kept = 1.0 - skipped
+        correct = (topk_correct(logits.detach(), labels, 1).float() * weight).sum()
+        return torch.nan_to_num(loss.detach()) * kept, correct * kept, weight.sum() * kept, skipped
+
+    return train_step
+
+
+class CudaGraphStep:
+    """Captures `step(batch)` once as a CUDA graph and replays it for every batch.
+
+    This model is small: an eager step launches hundreds of tiny kernels and costs ~10x its arithmetic in launch
+    overhead. The batch is copied into static input buffers, the graph replays, and the outputs are static
+    tensors that the next replay overwrites. `state` lists tensors the warm-up runs may change (weights, optimizer
+    state); they are restored before capture, so capturing changes nothing about training.
+    """
+
+    def __init__(self, step, example_batch, state=()):
+        self.inputs = tuple(None if t is None else t.clone() for t in example_batch)
+        saved = [t.detach().clone() for t in state]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (lazy allocations, cuBLAS handles) must happen off the capture
+            for _ in range(3):
+                step(self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for t, value in zip(state, saved):
+                t.copy_(value)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = step(self.inputs)
+
+    def __call__(self, batch):
+        for static, new in zip(self.inputs, batch):
+            if static is not None:
+                static.copy_(new, non_blocking=True)
+        self.graph.replay()
+        return self.outputs
+
+
+def optimizer_state_tensors(optimizer):
+    """Every tensor of the optimizer's state, created now if still lazy (fresh state is all zeros)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if not optimizer.state[p]:
+                optimizer.state[p].update(step=torch.zeros((), dtype=torch.float32, device=p.device),
+                                          exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+    return [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files: everything is written to a temporary name first, then renamed, so a crash never leaves half a file
+
+def atomic_write_text(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_summary(path, history):
+    if not history:
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, out.getvalue())
+
+
+def load_checkpoint(path):
+    """torch.load with one-line errors for files that are not this trainer's checkpoints."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise DataError(f"{path} is not a readable checkpoint ({type(e).__name__}); pass a best.pt or last.pt "
+                        "written by train_simple.py")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path} is not a checkpoint written by train_simple.py; pass its best.pt or last.pt")
+    return checkpoint
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = explicit_flags(parser, argv)
+
+    resume_state = None
+    if args.resume:
+        resume_state = load_checkpoint(args.resume)
+        # The resumed run keeps its own settings; flags given now override (e.g. --epochs to train longer).
+        saved = dict(resume_state["args"])
+        saved.update({k: getattr(args, k) for k in given})
+        saved["resume"] = args.resume
+        saved.setdefault("output_dir", str(Path(args.resume).parent))
+        if "output_dir" not in given:
+            saved["output_dir"] = str(Path(args.resume).parent)
+        args = argparse.Namespace(**{**vars(args), **saved})
+        changed = [k for k in MODEL_SHAPE_KEYS if k in given and resume_state["args"].get(k) != getattr(args, k)]
+        if changed:
+            parser.error(f"--resume {args.resume}: that run was trained with different "
+                         f"{', '.join('--' + k for k in changed)}; drop those flags to continue it")
+    elif args.demo:
+        for key, value in DEMO_SETTINGS.items():
+            if key not in given:
+                setattr(args, key, value)
+    if args.model == "full" and args.modality != "hybrid":
+        parser.error("--model full fuses both streams; use --modality hybrid (or --model simple)")
+    if args.hidden_dim % args.num_heads:
+        parser.error(f"--hidden_dim {args.hidden_dim} must be divisible by --num_heads {args.num_heads}")
+    device = resolve_device(parser, args.device)
+
+    # ---- data ------------------------------------------------------------------------------------------------
+    data_dir = Path(args.data_dir)
+    split_path = Path(args.subset) if Path(args.subset).is_file() else data_dir / args.subset
+    gemma_dir = Path(args.gemma_features_dir or data_dir / "gemma_features")
+    landmarks_dir = Path(args.landmarks_dir or data_dir / "landmarks")
+    clips = load_split(split_path)
+    for needed, folder, flag, other in (("hybrid gemma", gemma_dir, "--gemma_features_dir", "landmarks"),
+                                        ("hybrid landmarks", landmarks_dir, "--landmarks_dir", "gemma")):
+        if args.modality in needed.split() and not folder.is_dir():
+            raise DataError(f"{folder} not found: set {flag} (README 'WLASL data layout') "
+                            f"or train on the other stream only with --modality {other}")
+    feature_dim = None
+    if args.modality != "landmarks":
+        recorded = read_extraction_dim(gemma_dir)
+        expected = args.gemma_feature_dim if "gemma_feature_dim" in given or recorded is None else recorded
+        feature_dim = verify_feature_dimensions(gemma_dir, expected)
+        args.gemma_feature_dim = feature_dim
+    label_mapping = build_label_mapping(clips, load_glosses(data_dir))
+    label_of = {entry["wlasl_id"]: entry["index"] for entry in label_mapping}
+    num_classes = len(label_mapping)
+    cache_dir = None if args.no_cache else Path(args.cache_dir or data_dir / ".cache")
+    splits = load_splits(clips, label_of, gemma_dir, landmarks_dir, args.modality, args.num_frames, feature_dim,
+                         cache_dir=cache_dir, subset_name=split_path.name)
+    print(f"{split_path}: {num_classes} classes, modality {args.modality}")
+    for split in splits.values():
+        print("  " + split.report())
+        if len(split) == 0:
+            raise DataError(f"no usable {split.name} clip in {split_path} (of {split.listed} listed): check "
+                            f"{landmarks_dir if args.modality != 'gemma' else gemma_dir} (README 'WLASL data layout')")
+    train_counts = np.bincount(splits["train"].labels, minlength=num_classes)
+    if (train_counts == 0).any():
+        empty = [str(label_mapping[i]["gloss"]) for i in np.flatnonzero(train_counts == 0)]
+        print(f"warning: {len(empty)} classes have no training clip: {', '.join(empty[:10])}"
+              + (" ..." if len(empty) > 10 else ""))
+
+    # ---- run folder ------------------------------------------------------------------------------------------
+    if args.output_dir is None:
+        args.output_dir = str(Path("runs") / f"{split_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=2))
+    atomic_write_text(out_dir / "label_mapping.json", json.dumps(label_mapping, indent=2))
+
+    # ---- model, optimizer, schedule --------------------------------------------------------------------------
+    torch.manual_seed(args.seed)
+    model = build_model(args, num_classes, feature_dim).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases and norms are not decayed
+    # Fused AdamW with a tensor learning rate: one kernel per step, capturable in a CUDA graph, and it can skip
+    # a step on the device when found_inf is set (no host round trip to check the loss).
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=torch.tensor(args.lr, device=device), fused=True)
+    bf16 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+    amp_ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16) if device.type == "cuda"
+               else nullcontext())
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not bf16)
+    # CUDA graphs need static shapes and no host synchronisation; the fp16 GradScaler synchronises, so graphs
+    # are used with bf16 (Ampere and newer) only.
+    use_graphs = device.type == "cuda" and bf16 and not args.no_cuda_graphs
+    on_device = place_splits_on_device(splits, device, args.gpu_cache_gb)
+    train_loader = BatchLoader(splits["train"], args.batch_size, device, on_device["train"], fixed_size=use_graphs)
+    eval_loaders = {name: BatchLoader(splits[name], args.batch_size, device, on_device[name], fixed_size=use_graphs)
+                    for name in ("val", "test")}
+    scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_epochs, args.epochs, len(train_loader),
+                                                args.min_lr_ratio)
+    class_weights = (compute_class_weights(splits["train"].labels, num_classes) if args.use_class_weights
+                     else torch.ones(num_classes)).to(device)
+    ema = None
+    if args.ema:
+        ema_model = copy.deepcopy(model).requires_grad_(False)
+        ema = (ema_model, [p for p in ema_model.parameters()])
+    augment_cfg = augment_config_from_args(args)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {args.model} ({n_params / 1e6:.1f}M parameters) on {device}"
+          + (f", {'bf16' if bf16 else 'fp16'} autocast, CUDA graphs {'on' if use_graphs else 'off'}, "
+             f"on the GPU: {', '.join(k for k, v in on_device.items() if v) or 'none'}" if device.type == "cuda"
+             else ""))
+    if args.verbose:
+        print(f"  settings: {json.dumps({k: v for k, v in vars(args).items() if v is not None})}")
+        if args.use_class_weights:
+            print(f"  class weights: min {class_weights.min():.2f} max {class_weights.max():.2f}")
+
+    start_epoch, best_top1, best_epoch, history = 0, -1.0, -1, []
+    if resume_state is not None:
+        try:
+            model.load_state_dict(resume_state["model"])
+        except RuntimeError as e:
+            raise DataError(f"--resume {args.resume}: the checkpoint is from another model shape "
+                            f"({str(e).splitlines()[1].strip()[:120]}); resume with the run's own data and flags")
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        if ema is not None and resume_state.get("ema") is not None:
+            ema[0].load_state_dict(resume_state["ema"])
+        start_epoch, best_top1 = resume_state["epoch"], resume_state["best_val_top1"]
+        best_epoch, history = resume_state["best_epoch"], resume_state["history"]
+        print(f"resumed from {args.resume} after epoch {start_epoch}")
+
+    def checkpoint(epoch):
+        return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "ema": ema[0].state_dict() if ema is not None else None, "epoch": epoch,
+                "best_val_top1": best_top1, "best_epoch": best_epoch, "history": history, "args": vars(args),
+                "label_mapping": label_mapping, "feature_dim": feature_dim, "num_classes": num_classes}
+
+    eval_model = ema[0] if ema is not None else model  # evaluation and model selection use the EMA when it is on
+    found_inf = torch.zeros((), device=device)
+    train_step = make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg, scaler, ema,
+                                 found_inf)
+    eval_step = make_eval_step(eval_model, args, amp_ctx)
+    if use_graphs:
+        example = next(train_loader.batches())
+        model.train()
+        state = [*model.parameters(), *optimizer_state_tensors(optimizer), *(ema[1] if ema else [])]
+        optimizer.zero_grad(set_to_none=True)
+        train_step = CudaGraphStep(train_step, example, state)
+        eval_model.eval()
+        eval_step = CudaGraphStep(eval_step, next(eval_loaders["val"].batches()))
+
+    resume_command = f"python train_simple.py --resume {out_dir / 'last.pt'}"
+    if resume_state is None:
+        atomic_torch_save(checkpoint(0), out_dir / "last.pt")  # so even an interrupted first epoch can resume
+
+    # ---- training --------------------------------------------------------------------------------------------
+    skipped_steps = 0
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            t0 = time.time()
+            model.train()
+            # Every epoch draws from its own seeds, so a resumed run replays exactly what the uninterrupted one did.
+            torch.manual_seed(args.seed * 1000 + epoch)
+            generator = None if use_graphs else torch.Generator(device).manual_seed(args.seed * 1000 + epoch)
+            totals = torch.zeros(4, device=device)  # loss * clips, correct, clips, skipped steps
+            for batch in tqdm(train_loader.batches(shuffle=True, seed=args.seed * 1000 + epoch),
+                              total=len(train_loader), desc=f"epoch {epoch + 1}", leave=False,
+                              disable=not sys.stderr.isatty()):
+                if use_graphs:
+                    loss, correct, clips, skipped = train_step(batch)
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss, correct, clips, skipped = train_step(batch, generator)
+                totals += torch.stack([loss * clips, correct, clips, skipped])
+                scheduler.step()
+            loss_sum, correct, seen, nonfinite = totals.tolist()
+            nonfinite, steps = int(nonfinite), len(train_loader)
+            skipped_steps += nonfinite
+            if nonfinite and nonfinite >= max(1, steps // 2):
+                print(f"error: {nonfinite} of {steps} steps in epoch {epoch + 1} had a non-finite loss; lower --lr "
+                      f"(now {args.lr:g}) or check the features for extreme values. The last good checkpoint is "
+                      f"{out_dir / 'last.pt'}", file=sys.stderr)
+                return 1
+            if nonfinite:
+                print(f"warning: skipped {nonfinite} steps with a non-finite loss in epoch {epoch + 1}")
+
+            train_seconds = time.time() - t0
+            val = evaluate(eval_model, eval_loaders["val"], args, amp_ctx, num_classes, eval_step)
+            train_loss = loss_sum / max(seen, 1)
+            row = dict(epoch=epoch + 1, train_loss=round(train_loss, 5), train_top1=round(correct / max(seen, 1), 5),
+                       val_loss=round(val["loss"], 5), val_top1=round(val["top1"], 5), val_top5=round(val["top5"], 5),
+                       val_per_class_top1=round(val["per_class_top1"], 5),
+                       lr=f"{optimizer.param_groups[0]['lr']:.3e}", train_seconds=round(train_seconds, 3),
+                       seconds=round(time.time() - t0, 2), skipped_steps=nonfinite)
+            history.append(row)
+            if val["top1"] > best_top1:
+                best_top1, best_epoch = val["top1"], epoch + 1
+                state = checkpoint(epoch + 1)
+                state["model"] = eval_model.state_dict()  # best.pt holds the weights that were evaluated
+                atomic_torch_save(state, out_dir / "best.pt")
+            atomic_torch_save(checkpoint(epoch + 1), out_dir / "last.pt")
+            write_summary(out_dir / "summary.csv", history)
+            print(f"epoch {epoch + 1:3d}/{args.epochs}  train loss {train_loss:.4f} top1 {row['train_top1']:.3f}  "
+                  f"val loss {val['loss']:.4f} top1 {val['top1']:.3f} top5 {val['top5']:.3f}  "
+                  f"lr {row['lr']}  {row['seconds']:.1f}s" + ("  *" if best_epoch == epoch + 1 else ""))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {out_dir / 'last.pt'} holds the last finished epoch. Resume with:\n  {resume_command}")
+        return 130
+
+    # ---- final evaluation: the best-on-val weights, test split once -----------------------------------------
+    best = load_checkpoint(out_dir / "best.pt")
+    with torch.no_grad():
+        for t, value in zip(eval_model.state_dict().values(), best["model"].values()):
+            t.copy_(value)  # in place: a captured eval graph keeps reading the same tensors
+    metrics = {"num_classes": num_classes, "best_epoch": best_epoch}
+    for name in ("val", "test"):
+        metrics[name] = evaluate(eval_model, eval_loaders[name], args, amp_ctx, num_classes, eval_step)
+    metrics["skipped"] = {name: dict(split.skipped, nonfinite_landmark_clips=split.nonfinite_landmark_clips)
+                          for name, split in splits.items()}
+    metrics["skipped_steps"] = skipped_steps
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    test = metrics["test"]
+    print(f"best epoch {best_epoch}: test top1 {test['top1']:.3f} top5 {test['top5']:.3f} "
+          f"(per class {test['per_class_top1']:.3f} / {test['per_class_top5']:.3f}) on {test['n']} of "
+          f"{test['n_listed']} test clips -> {out_dir / 'metrics.json'}")
+    return 0
+
+
+def run(argv=None):
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        return main(argv)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError:
+        print("error: CUDA out of memory; lower --batch_size (e.g. 16 or 8) or --gpu_cache_gb, or use --device cpu",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(run())
