@@ -60,8 +60,13 @@ _FLAG_HELP = {
     "gemma_noise_p": "probability of gaussian noise on the visual features per clip",
     "gemma_drop_p": "probability of visual feature-channel dropout per clip",
 }
-_MIRROR_PERM = (list(range(21, 42)) + list(range(0, 21))
-                + [42 + (k ^ 1) for k in range(12)])   # pose 11<->12, 13<->14, ..., 21<->22
+
+
+def _mirror_perm(device):
+    """Point order after mirroring: left<->right hand, pose 11<->12, 13<->14, ..., 21<->22.
+    Built with device ops (no host copy), so it can be captured in a CUDA graph."""
+    i = torch.arange(NUM_POINTS, device=device)
+    return torch.where(i < 21, i + 21, torch.where(i < 42, i - 21, 42 + ((i - 42) ^ 1)))
 
 
 def _probability(text):
@@ -125,14 +130,17 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
     """Augment one training batch. Returns new (gemma, landmarks, mask); the inputs are never modified.
 
     gemma (B,T,D) or None, landmarks (B,T,162) raw coords, mask (B,T) bool left-aligned. With every
-    probability 0 (the "none" preset) the inputs are returned as they are."""
+    probability 0 (the "none" preset) the inputs are returned as they are. generator None draws from the
+    default generator of the batch's device (what a captured CUDA graph needs)."""
     if not any(cfg[k] > 0 for k in PROB_KEYS):
         return gemma, landmarks, mask
     B, T, _ = landmarks.shape
     dev = landmarks.device
 
+    gen_dev = dev if generator is None else generator.device
+
     def rand(*shape):  # drawn on the generator's device, so results do not depend on the batch's device
-        return torch.rand(*shape, generator=generator, device=generator.device).to(dev)
+        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
 
     names = ["speed", "speed_val", "speed_off", "crop", "crop_val", "crop_off", "rotate", "rotate_val",
              "scale", "scale_val", "aspect_val", "shear", "shear_x", "shear_y", "translate", "tx", "ty",
@@ -178,7 +186,7 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
 
     # --- mirror: flip x in image coordinates and swap the left/right blocks -------------------------
     mirror = (u["mirror"] < cfg["mirror_p"])[:, None, None]
-    perm = torch.tensor(_MIRROR_PERM, device=dev)
+    perm = _mirror_perm(dev)
     flipped = pts[:, :, perm]
     flipped = torch.cat([1 - flipped[..., :1], flipped[..., 1:]], -1)
     flipped = torch.where(present[:, :, perm][..., None], flipped, torch.zeros_like(flipped))
@@ -204,7 +212,7 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
         if cfg["gemma_noise_p"] > 0:
             # noise relative to the clip's own feature RMS: features may come from any extractor scale
             rms = ((g.float() ** 2 * real).sum((1, 2)) / (real.sum((1, 2)) * g.shape[-1]).clamp(min=1)).sqrt()
-            n = torch.randn(g.shape, generator=generator, device=generator.device).to(dev)
+            n = torch.randn(g.shape, generator=generator, device=gen_dev).to(dev)
             sigma = (cfg["gemma_noise_std"] * rms * noise_on)[:, None, None]
             g = g + (n * sigma).to(g.dtype) * real * ~fm[..., None]
         if cfg["gemma_drop_p"] > 0:

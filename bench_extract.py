@@ -2,14 +2,16 @@
 bench_extract.py - throughput of the two extraction steps on the real shared clips (a benchmark, not a test).
 
     python bench_extract.py --gemma --out bench_gemma.json          # CUDA: full-size Gemma 3 4B vision tower
+    python bench_extract.py --gemma --variants auto:0,cudnn:128,flash:128 --attention best --out bench_gemma.json
     python bench_extract.py --landmarks --out bench_landmarks.json  # CPU: MediaPipe Holistic, --workers 1 and 2
 
 Gemma: the full-size Gemma 3 4B vision tower (SigLIP: hidden 1152, 27 layers, 16 heads, MLP 4304, 896 px, patch 14,
 4096 tokens) and projector (256 tokens of width 2560) with random weights in bf16, SDPA attention, run end to end
 from the video files exactly as extract_gemma_features.py runs (background decoding, GPU preprocessing, fixed-size
 batches), for each batch size: frames/s and peak GPU memory (weights included). The shared clips are repeated to
-get enough frames. --model_only adds the tower's own frames/s on ready-made pixels (the ceiling for this pipeline)
-for each --attention kernel, and --compile the same under torch.compile.
+get enough frames. --variants first times the tower alone on ready-made pixels of real frames for each SDPA kernel
+and head padding (extract_gemma_features.py --attention / --pad_head_dim); --attention best then runs end to end
+with the fastest. --compile runs the tower under torch.compile.
 Landmarks: extract_landmarks.py's per-clip function over every frame of the shared clips with 1 and 2 processes.
 """
 import argparse
@@ -23,12 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from video_io import read_clip_frames
+
 ROOT = Path(__file__).resolve().parent
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 GIB = 1024 ** 3
 
 FULL_VISION = dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
                    num_attention_heads=16, image_size=896, patch_size=14, layer_norm_eps=1e-6, vision_use_head=False)
+FULL_MM_TOKENS = 256  # the projector pools 64x64 patches to 16x16 tokens
 FULL_TEXT = dict(hidden_size=2560, intermediate_size=256, num_hidden_layers=1, num_attention_heads=8,
                  num_key_value_heads=4, head_dim=256, vocab_size=1024)  # only its width matters: never built
 
@@ -43,12 +48,13 @@ def shared_clips(videos=VIDEOS):
 def bench_gemma(args):
     import extract_gemma_features as eg
     from transformers import Gemma3Config
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     dtype = torch.bfloat16
-    config = Gemma3Config(vision_config=FULL_VISION, text_config=FULL_TEXT, mm_tokens_per_image=256)
+    config = Gemma3Config(vision_config=FULL_VISION, text_config=FULL_TEXT, mm_tokens_per_image=FULL_MM_TOKENS)
     tower, projector = eg.build_vision_model(config, "projector", device, dtype)
     params = sum(p.numel() for p in tower.parameters()) + sum(p.numel() for p in projector.parameters())
-    spec = {"image_size": 896, "rescale_factor": 1 / 255, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    spec = {"image_size": config.vision_config.image_size, "rescale_factor": 1 / 255, "image_mean": [0.5] * 3,
+            "image_std": [0.5] * 3}
     clips = shared_clips(args.videos)
     result = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
               "transformers": __import__("transformers").__version__, "parameters": params,
@@ -69,8 +75,13 @@ def bench_gemma(args):
         torch.cuda.synchronize()
         return frames[0], time.perf_counter() - start
 
-    def model_only(batch_size, attention, model, seconds):
-        x = torch.randn(batch_size, 3, 896, 896, device=device, dtype=dtype)
+    # pixels of real frames: random pixels ran markedly slower in a first H100 run (more power drawn, lower clocks?)
+    real, _ = read_clip_frames(clips[0], num_frames=args.num_frames)
+    real = eg.preprocess(torch.from_numpy(real).to(device), spec, dtype)
+
+    def model_only(batch_size, attention, model, seconds, random=False):
+        x = real.repeat((batch_size + len(real) - 1) // len(real), 1, 1, 1)[:batch_size]
+        x = torch.randn_like(x) if random else x
         with eg.attention_backends(attention):
             for _ in range(3):
                 eg.frame_features(model, projector, x)
@@ -82,39 +93,47 @@ def bench_gemma(args):
             torch.cuda.synchronize()
         return n * batch_size / (time.perf_counter() - start)
 
-    if args.model_only:
-        for attention in args.attentions.split(","):
-            for bs in (16, 32):
-                fps = model_only(bs, attention, tower, 3.0)
-                result["model_only"].append({"attention": attention, "batch_size": bs, "compiled": False,
-                                             "frames_per_s": round(fps, 1)})
-                print(f"model only  attention={attention:9s} batch {bs:2d}: {fps:6.1f} frames/s "
-                      f"({fps * 5.4e12 / 1e12:.0f} TFLOP/s at ~5.4 TFLOP/frame)")
+    best = (args.attention, args.pad_head_dim)
+    if args.variants:
+        scores = {}
+        for variant in args.variants.split(","):
+            attention, pad = variant.split(":")
+            eg.use_padded_attention(tower, int(pad))
+            fps = model_only(16, attention, tower, 3.0)
+            scores[(attention, int(pad))] = fps
+            result["model_only"].append({"attention": attention, "pad_head_dim": int(pad), "batch_size": 16,
+                                         "frames_per_s": round(fps, 1)})
+            print(f"model only  attention={attention:9s} pad_head_dim={pad:>3s} batch 16: {fps:6.1f} frames/s "
+                  f"({fps * 5.4:.0f} TFLOP/s at ~5.4 TFLOP/frame)")
+        if args.attention == "best":
+            best = max(scores, key=scores.get)
+        fps = model_only(16, "auto", tower, 3.0, random=True) if scores else 0
+        eg.use_padded_attention(tower, 0)
+        result["model_only"].append({"attention": "auto", "pad_head_dim": 0, "batch_size": 16, "random_pixels": True,
+                                     "frames_per_s": round(fps, 1)})
+        print(f"model only  attention=auto      pad_head_dim=  0 batch 16: {fps:6.1f} frames/s on random pixels")
+    result["attention"], result["pad_head_dim"] = best
+    eg.use_padded_attention(tower, best[1])
+    print(f"end to end with --attention {best[0]} --pad_head_dim {best[1]}")
 
     model = torch.compile(tower, dynamic=False) if args.compile else tower
-    run(min(args.batch_sizes), 2, args.attention, model)  # warm-up: cuDNN/compile, decoder threads
+    run(min(args.batch_sizes), 2, best[0], model)  # warm-up: cuDNN/compile, decoder threads
     for bs in args.batch_sizes:
         if args.compile:
-            run(bs, max(2, bs // args.num_frames + 1), args.attention, model)  # compile this shape outside the timing
+            run(bs, max(2, bs // args.num_frames + 1), best[0], model)  # compile this shape outside the timing
         torch.cuda.reset_peak_memory_stats(device)
         num_clips = max(args.min_clips, (args.frames_per_point + args.num_frames - 1) // args.num_frames)
         per_batch = max(1, bs // args.num_frames)  # whole batches only: no odd last batch to recompile for
         num_clips = (num_clips + per_batch - 1) // per_batch * per_batch
-        frames, seconds = run(bs, num_clips, args.attention, model)
+        frames, seconds = run(bs, num_clips, best[0], model)
         peak = torch.cuda.max_memory_allocated(device) / GIB
         row = {"batch_size": bs, "frames": frames, "seconds": round(seconds, 2),
                "frames_per_s": round(frames / seconds, 1), "peak_gpu_memory_gb": round(peak, 2),
                "peak_reserved_gb": round(torch.cuda.max_memory_reserved(device) / GIB, 2),
-               "compiled": bool(args.compile)}
+               "compiled": bool(args.compile), "attention": best[0], "pad_head_dim": best[1]}
         result["end_to_end"].append(row)
         print(f"end to end  batch {bs:2d}: {row['frames_per_s']:6.1f} frames/s  peak {peak:.2f} GB "
               f"({frames} frames in {seconds:.1f} s{', compiled' if args.compile else ''})")
-    if args.compile and args.model_only:
-        for bs in (16, 32):
-            fps = model_only(bs, args.attention, model, 3.0)
-            result["model_only"].append({"attention": args.attention, "batch_size": bs, "compiled": True,
-                                         "frames_per_s": round(fps, 1)})
-            print(f"model only  compiled attention={args.attention} batch {bs}: {fps:6.1f} frames/s")
     result["auto_batch_size_4gb_card"] = auto_batch_for(config, dtype, 4 * GIB)
     return result
 
@@ -136,7 +155,7 @@ def landmark_clip(path):
 
 def bench_landmarks(args):
     import multiprocessing
-    import extract_landmarks  # noqa: F401  (fail early without the extras)
+    import extract_landmarks  # noqa: F401  (fails early without the extras)
     clips = shared_clips(args.videos)
     result = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
               "load_average_before": os.getloadavg(), "clips": len(clips), "runs": []}
@@ -166,10 +185,14 @@ def main():
     parser.add_argument("--frames_per_point", type=int, default=640, help="frames timed per batch size")
     parser.add_argument("--min_clips", type=int, default=8, help="at least this many clips per batch size")
     parser.add_argument("--readers", type=int, default=4, help="decoding threads")
-    parser.add_argument("--attention", default="auto", help="SDPA kernel for the end-to-end runs")
-    parser.add_argument("--model_only", action="store_true", help="also time the tower alone for each of --attentions")
-    parser.add_argument("--attentions", default="auto,cudnn,flash,efficient", help="kernels tried by --model_only")
+    parser.add_argument("--attention", default="auto",
+                        help="SDPA kernel for the end-to-end runs (auto|cudnn|flash|efficient; best = fastest of --variants)")
+    parser.add_argument("--pad_head_dim", type=int, default=0, help="as extract_gemma_features.py --pad_head_dim")
+    parser.add_argument("--variants", default="",
+                        help="time the tower alone on real frames, batch 16, for each attention:pad_head_dim, e.g. "
+                             "auto:0,cudnn:128,flash:128 (--attention best then runs end to end with the fastest)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the tower for the end-to-end runs")
+    parser.add_argument("--device", default="cuda", help="cuda (the benchmark); cpu only to smoke-test this script")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -177,7 +200,7 @@ def main():
         parser.error("choose --gemma and/or --landmarks")
     results = {"command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if args.gemma:
-        if not torch.cuda.is_available():
+        if args.device == "cuda" and not torch.cuda.is_available():
             sys.exit("error: --gemma needs a CUDA GPU")
         results["gemma"] = bench_gemma(args)
     if args.landmarks:

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from video_io import (METADATA_NAME, VIDEO_EXTENSIONS, VideoError, atomic_save_npy, list_jobs, parse_shard,
-                      read_clip_frames, take_shard, write_metadata)
+from video_io import (METADATA_NAME, VIDEO_EXTENSIONS, VideoError, atomic_save_npy, cv2_missing, list_jobs,
+                      parse_shard, read_clip_frames, take_shard, write_metadata)
 from wlasl_data import DataError, load_split
 
 DEFAULT_MODEL = "google/gemma-3-4b-it"
@@ -113,6 +113,32 @@ def match_keys(checkpoint_keys, marker, module_keys):
                 mapping[key] = candidate
                 break
     return mapping
+
+
+def padded_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, pad_to=128, **kwargs):
+    """SDPA with the head dimension zero-padded to a multiple of `pad_to`: SigLIP's 72-wide heads miss the tuned
+    64/128 attention kernels, and zero columns change neither q.k nor the kept part of the output."""
+    width = query.shape[-1]
+    extra = (-width) % pad_to
+    if extra:
+        query, key, value = (F.pad(t, (0, extra)) for t in (query, key, value))
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                         scale=scaling if scaling is not None else width ** -0.5)
+    return out[..., :width].transpose(1, 2).contiguous(), None
+
+
+def use_padded_attention(tower, pad_to):
+    """Switches the tower's attention to padded_sdpa (0 = back to transformers' own SDPA)."""
+    name = "sdpa"
+    if pad_to:
+        from functools import partial
+        from transformers import AttentionInterface
+        name = f"sdpa_pad{pad_to}"
+        AttentionInterface.register(name, partial(padded_sdpa, pad_to=pad_to))
+    for module in tower.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            config._attn_implementation = name
 
 
 def build_vision_model(config, layer, device, dtype):
@@ -345,6 +371,8 @@ def get_args(argv=None):
                    help="model precision; auto = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU")
     g.add_argument("--attention", choices=("auto", "cudnn", "flash", "efficient", "math"), default="auto",
                    help="preferred SDPA kernel (others remain as fallbacks); auto = PyTorch's own choice")
+    g.add_argument("--pad_head_dim", type=int, default=0,
+                   help="zero-pad attention heads to a multiple of this (e.g. 128) to reach faster kernels; 0 = off")
     g.add_argument("--compile", action="store_true", help="torch.compile the vision tower (CUDA; slower start, faster on long runs)")
     g = parser.add_argument_group("output")
     g.add_argument("--output_dir", default=None, help="where {video_id}_gemma.npy go (default <data_dir>/gemma_features)")
@@ -383,6 +411,8 @@ def main(argv=None):
         raise DataError(f"--videos_dir {args.videos_dir} is not a folder")
     if args.num_frames < 1:
         raise DataError("--num_frames must be >= 1")
+    if cv2_missing():
+        raise DataError(f"OpenCV is not installed: {INSTALL_HINT}")
     try:
         shard_index, shard_count = parse_shard(args.shard)
     except ValueError as e:
@@ -414,6 +444,7 @@ def main(argv=None):
 
     todo = [j for j in jobs if args.overwrite or not os.path.isfile(out_path(j["video_id"]))]
     tower, projector, config, model_dir = load_vision_model(args.model_name, args.layer, device, dtype)
+    use_padded_attention(tower, args.pad_head_dim)
     if args.compile and use_cuda:
         tower = torch.compile(tower, dynamic=False)  # one graph per batch shape (two at most)
     spec = preprocessing(model_dir, config)

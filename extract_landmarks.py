@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 import numpy as np
 from tqdm import tqdm
 
-from video_io import (VIDEO_EXTENSIONS, VideoError, atomic_save_npy, clip_window, list_jobs, parse_shard,
-                      read_clip_frames, take_shard, write_metadata)
+from video_io import (VIDEO_EXTENSIONS, VideoError, atomic_save_npy, clip_window, cv2_missing, list_jobs,
+                      parse_shard, read_clip_frames, take_shard, write_metadata)
 from wlasl_data import LANDMARK_DIM, DataError, load_split, uniform_indices
 
 INSTALL_HINT = "pip install -r requirements-extract.txt"
@@ -147,8 +147,10 @@ def process_job(job):
         landmarks = extract_file(job["path"], job["start_frame"], job["end_frame"], job["num_frames"])
         atomic_save_npy(output_path(job["output_dir"], job["video_id"]), landmarks)
         return job["video_id"], len(landmarks), None
-    except (VideoError, ValueError, DataError) as e:
+    except (VideoError, ValueError) as e:
         return job["video_id"], 0, str(e)
+    except DataError:  # a missing package: the same for every clip, so stop with its one-line message
+        raise
     except Exception as e:  # a crash inside one clip (decoder, mediapipe) must not stop the corpus
         return job["video_id"], 0, f"{type(e).__name__}: {str(e)[:200]}"
 
@@ -220,6 +222,8 @@ def main(argv=None):
     os.makedirs(output_dir, exist_ok=True)
     if args.videos_dir:
         import_mediapipe()  # fail in one line now, not once per clip
+        if cv2_missing():
+            raise DataError(f"OpenCV is not installed: {INSTALL_HINT}")
 
     # .pose files win over videos with the same id: the landmarks are already there
     jobs = list_jobs([args.poses_dir, args.videos_dir], VIDEO_EXTENSIONS + (".pose",), split)

@@ -63,7 +63,7 @@ def clip_centre_scale(landmarks, mask):
     B, T, _ = landmarks.shape
     pts = landmarks.reshape(B, T, NUM_POINTS, 3)
     present = point_presence(landmarks) & mask[:, :, None]
-    nan = torch.tensor(float('nan'), device=pts.device, dtype=pts.dtype)
+    nan = torch.full((), float('nan'), device=pts.device, dtype=pts.dtype)  # no host copy: CUDA-graph safe
 
     l_sh, r_sh = pts[:, :, L_SHOULDER], pts[:, :, R_SHOULDER]
     width = (l_sh[..., :2] - r_sh[..., :2]).norm(dim=-1)                        # (B,T)

@@ -289,26 +289,29 @@ def classification_metrics(logits, labels, num_classes):
     return {key: metrics[key] for key in ("top1", "top5", "per_class_top1", "per_class_top5", "loss", "n")}
 
 
-def make_eval_step(model, args, amp_ctx):
-    def eval_step(batch):
+def make_eval_step(model, loader, args, amp_ctx):
+    """Step input of `loader` -> (logits float32, labels, weight); weight 0 marks batch padding."""
+    def eval_step(step_input):
+        batch = loader.materialize(step_input)
         gemma, landmarks, mask = model_inputs(batch, args)
         with torch.no_grad(), amp_ctx:
-            return model(gemma, landmarks, mask).float()
+            return model(gemma, landmarks, mask).float(), batch[3], batch[4]
     return eval_step
 
 
 def predict_logits(model, loader, args, amp_ctx, step=None):
     """Logits (N, C) float32 and labels (N,) for every clip of the loader's split, in split order.
 
-    step: a callable batch -> logits (e.g. a captured CUDA graph); default runs the model eagerly.
+    step: a callable from make_eval_step (possibly replayed as a CUDA graph); default runs the model eagerly.
     """
     model.eval()
-    step = step or make_eval_step(model, args, amp_ctx)
+    step = step or make_eval_step(model, loader, args, amp_ctx)
     all_logits, all_labels = [], []
-    for batch in loader.batches(shuffle=False):
-        real = batch[4] > 0  # fixed-size batches end with weight-0 padding rows
-        all_logits.append(step(batch)[real].cpu())
-        all_labels.append(batch[3][real].cpu())
+    for step_input in loader.plan(shuffle=False):
+        logits, labels, weight = step(step_input)
+        real = weight > 0
+        all_logits.append(logits[real].cpu())
+        all_labels.append(labels[real].cpu())
     return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
 
 
@@ -330,11 +333,14 @@ def weighted_loss(logits, labels, weight, class_weights, label_smoothing):
     return (per_clip * weight).sum() / (class_weights[labels] * weight).sum().clamp(min=1e-12)
 
 
-def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg, scaler, ema, found_inf):
+def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg, scaler, ema, found_inf,
+                    skip_all):
     """One optimisation step with no host synchronisation, so that it can be captured as a CUDA graph.
 
     A non-finite loss or gradient norm sets `found_inf`, and the fused AdamW then skips the update on the device
-    (the step is counted, never applied). Returns device tensors: loss, correct top-1, real clips, skipped (0/1).
+    (the step is counted, never applied). `skip_all` (a device flag) skips every update: the warm-up runs that
+    CUDA-graph capture needs then leave weights and optimizer state untouched. Returns device tensors: loss,
+    correct top-1, real clips, skipped (0/1).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not scaler.is_enabled():
@@ -356,11 +362,14 @@ def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg,
         else:
             loss.backward()
             norm = nn.utils.clip_grad_norm_(params, args.grad_clip, foreach=True)
-            found_inf.copy_((~(torch.isfinite(loss) & torch.isfinite(norm))).float())
+            found_inf.copy_(torch.maximum((~(torch.isfinite(loss) & torch.isfinite(norm))).float(), skip_all))
             optimizer.step()
             skipped = found_inf.clone()
         if ema is not None:
-            torch._foreach_lerp_(ema[1], params, 1.0 - args.ema_decay)
+            # ema += (1 - decay) * (params - ema), and not at all on a skipped step; foreach ops with a device
+            # scalar, so nothing waits for the host.
+            rate = (1.0 - args.ema_decay) * (1.0 - skipped)
+            torch._foreach_add_(ema[1], torch._foreach_mul(torch._foreach_sub(params, ema[1]), rate))
         kept = 1.0 - skipped
         correct = (topk_correct(logits.detach(), labels, 1).float() * weight).sum()
         return torch.nan_to_num(loss.detach()) * kept, correct * kept, weight.sum() * kept, skipped
@@ -369,46 +378,34 @@ def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg,
 
 
 class CudaGraphStep:
-    """Captures `step(batch)` once as a CUDA graph and replays it for every batch.
+    """Captures `step(inputs)` once as a CUDA graph and replays it for every batch.
 
-    This model is small: an eager step launches hundreds of tiny kernels and costs ~10x its arithmetic in launch
-    overhead. The batch is copied into static input buffers, the graph replays, and the outputs are static
-    tensors that the next replay overwrites. `state` lists tensors the warm-up runs may change (weights, optimizer
-    state); they are restored before capture, so capturing changes nothing about training.
+    This model is small: an eager step launches hundreds of tiny kernels and costs several times its arithmetic in
+    launch overhead. Each call copies its inputs into static buffers and replays the graph; the outputs are static
+    tensors that the next replay overwrites. The warm-up runs before capture must not change training: callers
+    make them no-ops (the training step's skip_all flag).
     """
 
-    def __init__(self, step, example_batch, state=()):
-        self.inputs = tuple(None if t is None else t.clone() for t in example_batch)
-        saved = [t.detach().clone() for t in state]
+    def __init__(self, step, example_inputs, before_capture=None):
+        self.inputs = tuple(t.clone() if torch.is_tensor(t) else t for t in example_inputs)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up (lazy allocations, cuBLAS handles) must happen off the capture
+        with torch.cuda.stream(side):  # warm-up (lazy state, cuBLAS workspaces) must happen outside the capture
             for _ in range(3):
                 step(self.inputs)
         torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
-            for t, value in zip(state, saved):
-                t.copy_(value)
+        if before_capture is not None:
+            before_capture()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.outputs = step(self.inputs)
 
-    def __call__(self, batch):
-        for static, new in zip(self.inputs, batch):
-            if static is not None:
+    def __call__(self, inputs):
+        for static, new in zip(self.inputs, inputs):
+            if torch.is_tensor(static):
                 static.copy_(new, non_blocking=True)
         self.graph.replay()
         return self.outputs
-
-
-def optimizer_state_tensors(optimizer):
-    """Every tensor of the optimizer's state, created now if still lazy (fresh state is all zeros)."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if not optimizer.state[p]:
-                optimizer.state[p].update(step=torch.zeros((), dtype=torch.float32, device=p.device),
-                                          exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-    return [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -539,21 +536,25 @@ def main(argv=None):
     model = build_model(args, num_classes, feature_dim).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases and norms are not decayed
+    bf16 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+    # CUDA graphs need static shapes and no host synchronisation; the fp16 GradScaler synchronises, so graphs
+    # are used with bf16 (Ampere and newer) only.
+    use_graphs = device.type == "cuda" and bf16 and not args.no_cuda_graphs
+    # Autocast's weight-cast cache must be off under graph capture (a cached cast would be replayed stale).
+    amp_ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16, cache_enabled=not use_graphs)
+               if device.type == "cuda" else nullcontext())
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not bf16)
     # Fused AdamW with a tensor learning rate: one kernel per step, capturable in a CUDA graph, and it can skip
     # a step on the device when found_inf is set (no host round trip to check the loss).
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=torch.tensor(args.lr, device=device), fused=True)
-    bf16 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
-    amp_ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16) if device.type == "cuda"
-               else nullcontext())
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not bf16)
-    # CUDA graphs need static shapes and no host synchronisation; the fp16 GradScaler synchronises, so graphs
-    # are used with bf16 (Ampere and newer) only.
-    use_graphs = device.type == "cuda" and bf16 and not args.no_cuda_graphs
+                                  lr=torch.tensor(args.lr, device=device), fused=True, capturable=use_graphs)
     on_device = place_splits_on_device(splits, device, args.gpu_cache_gb)
-    train_loader = BatchLoader(splits["train"], args.batch_size, device, on_device["train"], fixed_size=use_graphs)
-    eval_loaders = {name: BatchLoader(splits[name], args.batch_size, device, on_device[name], fixed_size=use_graphs)
+    # On CUDA every batch has the same shape (the last one padded with weight-0 rows), graphs or not, so that
+    # eager and replayed runs do the same arithmetic.
+    fixed_size = device.type == "cuda"
+    train_loader = BatchLoader(splits["train"], args.batch_size, device, on_device["train"], fixed_size)
+    eval_loaders = {name: BatchLoader(splits[name], args.batch_size, device, on_device[name], fixed_size)
                     for name in ("val", "test")}
     scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_epochs, args.epochs, len(train_loader),
                                                 args.min_lr_ratio)
@@ -598,18 +599,29 @@ def main(argv=None):
                 "label_mapping": label_mapping, "feature_dim": feature_dim, "num_classes": num_classes}
 
     eval_model = ema[0] if ema is not None else model  # evaluation and model selection use the EMA when it is on
-    found_inf = torch.zeros((), device=device)
+    found_inf, skip_all = torch.zeros((), device=device), torch.zeros((), device=device)
     train_step = make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg, scaler, ema,
-                                 found_inf)
-    eval_step = make_eval_step(eval_model, args, amp_ctx)
+                                 found_inf, skip_all)
+    totals = torch.zeros(4, device=device)  # per epoch: loss * clips, correct, clips, skipped steps
+
+    def counted_train_step(step_input, generator=None):
+        loss, correct, clips, skipped = train_step(train_loader.materialize(step_input), generator)
+        totals.add_(torch.stack([loss * clips, correct, clips, skipped]))
+
+    val_step = make_eval_step(eval_model, eval_loaders["val"], args, amp_ctx)
     if use_graphs:
-        example = next(train_loader.batches())
         model.train()
-        state = [*model.parameters(), *optimizer_state_tensors(optimizer), *(ema[1] if ema else [])]
-        optimizer.zero_grad(set_to_none=True)
-        train_step = CudaGraphStep(train_step, example, state)
+        skip_all.fill_(1.0)  # the warm-up runs before capture must not train
+        # Gradients must be None when capture starts, so the captured backward writes them instead of adding to
+        # them on every replay.
+        counted_train_step = CudaGraphStep(counted_train_step, next(train_loader.plan()),
+                                           before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+        skip_all.fill_(0.0)
         eval_model.eval()
-        eval_step = CudaGraphStep(eval_step, next(eval_loaders["val"].batches()))
+        val_step = CudaGraphStep(val_step, next(eval_loaders["val"].plan()))
+    if args.verbose and device.type == "cuda":
+        print(f"  GPU memory after setup: {torch.cuda.memory_allocated(device) / 1e9:.2f} GB allocated, "
+              f"peak {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB")
 
     resume_command = f"python train_simple.py --resume {out_dir / 'last.pt'}"
     if resume_state is None:
@@ -624,16 +636,19 @@ def main(argv=None):
             # Every epoch draws from its own seeds, so a resumed run replays exactly what the uninterrupted one did.
             torch.manual_seed(args.seed * 1000 + epoch)
             generator = None if use_graphs else torch.Generator(device).manual_seed(args.seed * 1000 + epoch)
-            totals = torch.zeros(4, device=device)  # loss * clips, correct, clips, skipped steps
-            for batch in tqdm(train_loader.batches(shuffle=True, seed=args.seed * 1000 + epoch),
-                              total=len(train_loader), desc=f"epoch {epoch + 1}", leave=False,
-                              disable=not sys.stderr.isatty()):
+            totals.zero_()
+            data_seconds = 0.0  # host time spent producing batches (the data-wait share of the epoch)
+            plan = iter(train_loader.plan(shuffle=True, seed=args.seed * 1000 + epoch))
+            for _ in tqdm(range(len(train_loader)), desc=f"epoch {epoch + 1}", leave=False,
+                          disable=not sys.stderr.isatty()):
+                t_data = time.perf_counter()
+                step_input = next(plan)
+                data_seconds += time.perf_counter() - t_data
                 if use_graphs:
-                    loss, correct, clips, skipped = train_step(batch)
+                    counted_train_step(step_input)
                 else:
                     optimizer.zero_grad(set_to_none=True)
-                    loss, correct, clips, skipped = train_step(batch, generator)
-                totals += torch.stack([loss * clips, correct, clips, skipped])
+                    counted_train_step(step_input, generator)
                 scheduler.step()
             loss_sum, correct, seen, nonfinite = totals.tolist()
             nonfinite, steps = int(nonfinite), len(train_loader)
@@ -647,12 +662,13 @@ def main(argv=None):
                 print(f"warning: skipped {nonfinite} steps with a non-finite loss in epoch {epoch + 1}")
 
             train_seconds = time.time() - t0
-            val = evaluate(eval_model, eval_loaders["val"], args, amp_ctx, num_classes, eval_step)
+            val = evaluate(eval_model, eval_loaders["val"], args, amp_ctx, num_classes, val_step)
             train_loss = loss_sum / max(seen, 1)
             row = dict(epoch=epoch + 1, train_loss=round(train_loss, 5), train_top1=round(correct / max(seen, 1), 5),
                        val_loss=round(val["loss"], 5), val_top1=round(val["top1"], 5), val_top5=round(val["top5"], 5),
                        val_per_class_top1=round(val["per_class_top1"], 5),
                        lr=f"{optimizer.param_groups[0]['lr']:.3e}", train_seconds=round(train_seconds, 3),
+                       data_seconds=round(data_seconds, 3),
                        seconds=round(time.time() - t0, 2), skipped_steps=nonfinite)
             history.append(row)
             if val["top1"] > best_top1:
@@ -676,7 +692,8 @@ def main(argv=None):
             t.copy_(value)  # in place: a captured eval graph keeps reading the same tensors
     metrics = {"num_classes": num_classes, "best_epoch": best_epoch}
     for name in ("val", "test"):
-        metrics[name] = evaluate(eval_model, eval_loaders[name], args, amp_ctx, num_classes, eval_step)
+        metrics[name] = evaluate(eval_model, eval_loaders[name], args, amp_ctx, num_classes,
+                                 val_step if name == "val" else None)
     metrics["skipped"] = {name: dict(split.skipped, nonfinite_landmark_clips=split.nonfinite_landmark_clips)
                           for name, split in splits.items()}
     metrics["skipped_steps"] = skipped_steps

@@ -28,6 +28,10 @@ class VideoError(Exception):
     """A video that cannot be opened, decoded, or holds no frame in the requested window (one-line message)."""
 
 
+def cv2_missing():
+    return cv2 is None
+
+
 def require_cv2():
     if cv2 is None:
         raise VideoError("OpenCV is not installed: pip install -r requirements-extract.txt")

@@ -351,7 +351,7 @@ class BatchLoader:
         self.num_frames = next(a.shape[1] for a in (split.gemma, split.landmarks) if a is not None)
         if on_device:
             self.tensors = {name: None if getattr(split, name) is None else
-                            torch.from_numpy(np.ascontiguousarray(getattr(split, name))).to(self.device)
+                            torch.from_numpy(np.array(getattr(split, name))).to(self.device)  # copy: maps are read-only
                             for name in ARRAYS}
 
     def __len__(self):
@@ -390,14 +390,28 @@ class BatchLoader:
         weight = (torch.arange(len(lengths), device=lengths.device) < real).float()
         return rows["gemma"], rows["landmarks"], mask, rows["labels"], weight
 
-    def batches(self, shuffle=False, seed=0):
+    def plan(self, shuffle=False, seed=0):
+        """What each step of an epoch consumes. A GPU-resident split yields (row index, real rows) as device
+        tensors, gathered by `materialize` inside the step (so a CUDA graph can include the gather); a host split
+        yields ready batches."""
         plan = self.batch_indices(shuffle, seed)
-        if self.on_device and plan:
-            # One host-to-device copy of the whole epoch's indices instead of one per batch.
-            if self.fixed_size:
-                all_index = torch.from_numpy(np.stack([index for index, _ in plan])).to(self.device)
-                plan = [(all_index[i], real) for i, (_, real) in enumerate(plan)]
-            else:
-                plan = [(torch.from_numpy(index).to(self.device), real) for index, real in plan]
-        for index, real in plan:
-            yield self.gather(index, real)
+        if not self.on_device:
+            for index, real in plan:
+                yield self.gather(index, real)
+            return
+        if self.fixed_size and plan:
+            # One host-to-device copy of the epoch's indices instead of one per batch.
+            all_index = torch.from_numpy(np.stack([index for index, _ in plan])).to(self.device)
+            all_real = torch.tensor([real for _, real in plan], device=self.device)
+            for i in range(len(plan)):
+                yield all_index[i], all_real[i]
+        else:
+            for index, real in plan:
+                yield torch.from_numpy(index).to(self.device), real
+
+    def materialize(self, step_input):
+        return self.gather(*step_input) if self.on_device else step_input
+
+    def batches(self, shuffle=False, seed=0):
+        for step_input in self.plan(shuffle, seed):
+            yield self.materialize(step_input)

@@ -262,3 +262,39 @@ def test_cuda_matches_cpu_with_cpu_generator():
     cuda_gen = torch.Generator(device="cuda").manual_seed(5)
     out = augment_batch(g.cuda(), lm.cuda(), m.cuda(), cfg, cuda_gen)
     assert out[1].device.type == "cuda" and torch.isfinite(out[1]).all()
+
+
+def test_generator_none_uses_the_default_generator():
+    g, lm, m = batch()
+    cfg = {**AUGMENT_PRESETS["strong"], "mirror_p": 0.5}
+    torch.manual_seed(3)
+    a = augment_batch(g, lm, m, cfg, None)
+    torch.manual_seed(3)
+    b = augment_batch(g, lm, m, cfg, None)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[1], lm)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_augment_and_features_capture_in_a_cuda_graph():
+    """train_simple replays the training step as a CUDA graph (generator None): no host sync or host copy."""
+    g, lm, m = (t.cuda() for t in batch())
+    cfg = {**AUGMENT_PRESETS["strong"], "mirror_p": 0.5}
+    static = [t.clone() for t in (g, lm, m)]
+
+    def step():
+        g2, lm2, m2 = augment_batch(static[0], static[1], static[2], cfg, None)
+        return g2, make_landmark_features(lm2, m2, True), m2
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    graph.replay()
+    first = [t.clone() for t in out]
+    graph.replay()
+    assert torch.isfinite(out[1]).all() and (out[1][~out[2]] == 0).all()
+    assert not torch.equal(first[1], out[1])                            # fresh random draws on every replay

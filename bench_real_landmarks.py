@@ -1,0 +1,278 @@
+"""Landmark-only recognition on REAL signers: train_simple.py against a linear baseline on the same fixed split.
+
+    python bench_real_landmarks.py                        # plain + default recipe and the baselines, every set (~10 min, 2 CPU cores)
+    python bench_real_landmarks.py --ablation             # + raw/normalized x augment none/light/strong x EMA (~35 min)
+    python bench_real_landmarks.py --sets isl13 wlasl_video --seeds 0 1 2
+
+Each landmark set in ../shared/data/landmarks (real MediaPipe Holistic sequences, see NOTES.md there) is written
+into the WLASL layout (<out>/<set>/data: split.json with "subset"/"action", {id}_landmarks.npy,
+wlasl_class_list.txt) with a seeded, stratified split, then:
+  - the model: `python train_simple.py --modality landmarks ...` as a subprocess (the real CLI), CPU-sized;
+    train_simple picks its best epoch on val and evaluates test once;
+  - the baseline: a ridge classifier on the mean and std over frames of the shoulder-normalized landmark channels
+    (landmark_features.make_landmark_features, the same 16 uniformly sampled frames the model sees), its
+    regularization chosen on val, test scored once. A ridge on pooled raw coordinates is reported beside it.
+Sets: bsl16 (16 classes x 100), isl13 (13 x 30), wlasl_video (the 122 clips cut from real WLASL videos) and
+wlasl_xsource (train/val on the 'ahmed' WLASL clips, test on the held-out 'jeffery' clips of the classes both
+sources share: a different extraction pipeline and different videos/signers).
+With --ablation every configuration is scored on val; the one with the best mean val top-1 is the chosen
+recipe (ties: lower val loss), and test is shown only for the fixed reference recipes (plain, default) and the chosen one.
+Writes <out>/results.json and <out>/results.md (atomically); prints one line per run.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from landmark_features import make_landmark_features  # noqa: E402
+from wlasl_data import LANDMARK_DIM, uniform_indices  # noqa: E402
+
+LANDMARKS = ROOT.parent / "shared" / "data" / "landmarks"
+SETS = ("bsl16", "isl13", "wlasl_video", "wlasl_xsource")
+# The recipes: (name, train_simple flags). "plain" is the legacy behaviour, "default" what a user gets now.
+CONFIGS = {
+    "plain": ["--augment", "none", "--no_landmark_norm"],
+    "raw+light": ["--augment", "light", "--no_landmark_norm"],
+    "norm+none": ["--augment", "none"],
+    "default": [],                                   # normalized landmarks, --augment light
+    "norm+strong": ["--augment", "strong"],
+    "default+ema": ["--ema", "--ema_decay", "0.995"],  # 0.995: runs here are ~1-2k steps; 0.999 would still hold init weights
+}
+REFERENCE = ("plain", "default")
+# CPU-sized model; epochs per set so that every set gets a similar number of optimizer steps (~1.2-1.6k)
+MODEL_FLAGS = ["--hidden_dim", "128", "--num_heads", "4", "--num_layers", "2", "--dropout", "0.3",
+               "--lr", "1e-3", "--warmup_epochs", "3", "--batch_size", "32", "--device", "cpu", "--no_cache"]
+EPOCHS = {"bsl16": 40, "isl13": 120, "wlasl_video": 200, "wlasl_xsource": 200}
+
+
+def atomic_write(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    Path(tmp).write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real landmark sets -> sequences, labels, split
+
+def load_set(name):
+    """-> (list of (T,162) float32 sequences, labels (N,), class names, extra per-sequence info)."""
+    if name in ("bsl16", "isl13"):
+        d = np.load(LANDMARKS / f"{name}_162.npz")
+        return list(d["X"].astype(np.float32)), d["y"].astype(np.int64), list(d["classes"]), {}
+    d = np.load(LANDMARKS / "wlasl_small_fullvideo_162.npz")
+    keep = np.flatnonzero(d["from_wlasl_video"])   # only the clips cut from real WLASL videos
+    seqs = [d["frames"][d["offsets"][i]:d["offsets"][i] + d["lengths"][i]].astype(np.float32) for i in keep]
+    return seqs, d["y"][keep].astype(np.int64), list(d["classes"]), {"source": d["source"][keep]}
+
+
+def stratified_split(labels, fractions, seed):
+    """Per class: shuffle (seeded) and cut into train/val/test by fractions; every split gets >=1 clip per class."""
+    rng = np.random.default_rng(seed)
+    subset = np.empty(len(labels), dtype=object)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = max(1, round(fractions[1] * len(idx)))
+        n_test = max(1, round(fractions[2] * len(idx))) if fractions[2] > 0 else 0
+        subset[idx[:n_val]] = "val"
+        subset[idx[n_val:n_val + n_test]] = "test"
+        subset[idx[n_val + n_test:]] = "train"
+    return subset
+
+
+def make_split(name, labels, extra, seed):
+    """subset per sequence ('train'|'val'|'test'|None = unused) for a benchmark set."""
+    if name in ("bsl16", "isl13"):
+        return stratified_split(labels, (0.70, 0.15, 0.15), seed)
+    if name == "wlasl_video":
+        return stratified_split(labels, (0.60, 0.20, 0.20), seed)
+    # cross-source: everything from 'ahmed' for train/val, test = 'jeffery' clips of the classes ahmed also has
+    source = extra["source"]
+    subset = np.full(len(labels), None, dtype=object)
+    a = np.flatnonzero(source == "ahmed")
+    subset[a] = stratified_split(labels[a], (0.8, 0.2, 0.0), seed)
+    shared = np.isin(labels, labels[a])
+    subset[(source == "jeffery") & shared] = "test"
+    return subset
+
+
+def write_wlasl_layout(folder, seqs, labels, classes, subset, prefix):
+    """The WLASL data layout train_simple.py reads: split.json, wlasl_class_list.txt, landmarks/{id}_landmarks.npy."""
+    lm_dir = folder / "landmarks"
+    lm_dir.mkdir(parents=True, exist_ok=True)
+    split = {}
+    for i, (x, y, s) in enumerate(zip(seqs, labels, subset)):
+        if s is None:
+            continue
+        vid = f"{prefix}{i:05d}"
+        np.save(lm_dir / f"{vid}_landmarks.npy", x)
+        split[vid] = {"subset": s, "action": [int(y), 1, len(x)]}
+    atomic_write(folder / "split.json", json.dumps(split, indent=1))
+    atomic_write(folder / "wlasl_class_list.txt", "".join(f"{i}\t{c}\n" for i, c in enumerate(classes)))
+    return split
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Linear baseline
+
+def pooled_features(seqs, num_frames, normalize):
+    """mean + std over the same uniformly sampled frames the model sees -> (N, 2C)."""
+    T = num_frames
+    x = np.zeros((len(seqs), T, LANDMARK_DIM), np.float32)
+    mask = np.zeros((len(seqs), T), bool)
+    for i, s in enumerate(seqs):
+        idx = uniform_indices(len(s), T)
+        x[i, :len(idx)] = np.nan_to_num(s[idx])
+        mask[i, :len(idx)] = True
+    f = make_landmark_features(torch.from_numpy(x), torch.from_numpy(mask), normalize).numpy()
+    m = mask[..., None]
+    n = m.sum(1)
+    mean = (f * m).sum(1) / n
+    std = np.sqrt((((f - mean[:, None]) ** 2) * m).sum(1) / n)
+    return np.concatenate([mean, std], 1)
+
+
+def ridge_baseline(seqs, labels, subset, num_frames, normalize):
+    """RidgeClassifier on standardized pooled features; alpha chosen on val, test scored once."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.preprocessing import StandardScaler
+    X = pooled_features(seqs, num_frames, normalize)
+    tr, va, te = (subset == "train"), (subset == "val"), (subset == "test")
+    scaler = StandardScaler().fit(X[tr])
+    X = scaler.transform(X)
+    best = None
+    for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0):
+        clf = RidgeClassifier(alpha=alpha).fit(X[tr], labels[tr])
+        val = float((clf.predict(X[va]) == labels[va]).mean())
+        if best is None or val > best[0]:
+            best = (val, alpha, clf)
+    val, alpha, clf = best
+    return {"val_top1": val, "test_top1": float((clf.predict(X[te]) == labels[te]).mean()), "alpha": alpha}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model, through the real CLI
+
+def train_model(data_dir, run_dir, config, seed, epochs, extra_flags):
+    cmd = [sys.executable, str(ROOT / "train_simple.py"), "--modality", "landmarks", "--data_dir", str(data_dir),
+           "--subset", "split.json", "--output_dir", str(run_dir), "--seed", str(seed), "--epochs", str(epochs),
+           *MODEL_FLAGS, *CONFIGS[config], *extra_flags]
+    done = run_dir / "bench_command.json"
+    if done.is_file() and (run_dir / "metrics.json").is_file() and json.loads(done.read_text())["command"] == cmd[1:]:
+        m = json.loads((run_dir / "metrics.json").read_text())   # the same run finished before: reuse it
+        return {**run_summary(m, cmd), "seconds": json.loads(done.read_text())["seconds"], "reused": True}
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise SystemExit(f"error: train_simple.py failed ({proc.returncode}) for {run_dir}: {' | '.join(tail)}")
+    seconds = round(time.time() - t0, 1)
+    atomic_write(done, json.dumps({"command": cmd[1:], "seconds": seconds}))
+    return {**run_summary(json.loads((run_dir / "metrics.json").read_text()), cmd), "seconds": seconds}
+
+
+def run_summary(m, cmd):
+    return {"val_top1": m["val"]["top1"], "val_loss": m["val"]["loss"], "test_top1": m["test"]["top1"],
+            "test_n": m["test"]["n"], "best_epoch": m["best_epoch"], "command": " ".join(cmd[1:])}
+
+
+def mean(xs):
+    return float(np.mean(xs)) if len(xs) else float("nan")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="which benchmark sets to run")
+    p.add_argument("--ablation", action="store_true",
+                   help="run every configuration (raw/normalized, augment none/light/strong, EMA), not only plain and default")
+    p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS), help="explicit configurations to run")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds per configuration (split seed is fixed)")
+    p.add_argument("--split_seed", type=int, default=1234, help="seed of the stratified split")
+    p.add_argument("--num_frames", type=int, default=16, help="frames per clip (train_simple --num_frames)")
+    p.add_argument("--epochs_scale", type=float, default=1.0, help="multiply every set's epoch count (e.g. 0.25 for a smoke run)")
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench_real_landmarks"), help="output folder")
+    args = p.parse_args()
+    if not LANDMARKS.is_dir():
+        print(f"error: {LANDMARKS} not found: this benchmark needs the shared real landmark sets beside the checkout",
+              file=sys.stderr)
+        return 2
+    configs = args.configs or (list(CONFIGS) if args.ablation else list(REFERENCE))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"split_seed": args.split_seed, "seeds": args.seeds, "num_frames": args.num_frames,
+               "model_flags": MODEL_FLAGS, "configs": {c: CONFIGS[c] for c in configs}, "sets": {}}
+
+    for name in args.sets:
+        seqs, labels, classes, extra = load_set(name)
+        subset = make_split(name, labels, extra, args.split_seed)
+        used = np.array([s is not None for s in subset])
+        data_dir = out / name / "data"
+        write_wlasl_layout(data_dir, seqs, labels, classes, subset, prefix=f"{name}_")
+        sizes = {s: int((subset == s).sum()) for s in ("train", "val", "test")}
+        sizes["classes_train"] = int(len(np.unique(labels[subset == "train"])))
+        sizes["classes_test"] = int(len(np.unique(labels[subset == "test"])))
+        seqs_u = [s for s, u in zip(seqs, used) if u]
+        res = {"sizes": sizes, "baseline": {}, "models": {}}
+        for key, norm in (("ridge_normalized", True), ("ridge_raw", False)):
+            res["baseline"][key] = ridge_baseline(seqs_u, labels[used], subset[used], args.num_frames, norm)
+        b = res["baseline"]["ridge_normalized"]
+        print(f"[{name}] train/val/test {sizes['train']}/{sizes['val']}/{sizes['test']} "
+              f"({sizes['classes_train']} classes): ridge val {b['val_top1']:.3f} test {b['test_top1']:.3f} "
+              f"(raw: test {res['baseline']['ridge_raw']['test_top1']:.3f})", flush=True)
+        epochs = max(1, round(EPOCHS[name] * args.epochs_scale))
+        for config in configs:
+            runs = []
+            for seed in args.seeds:
+                r = train_model(data_dir, out / name / f"{config}-s{seed}", config, seed, epochs,
+                                ["--num_frames", str(args.num_frames)])
+                runs.append(r)
+                print(f"[{name}] {config:12s} seed {seed}: val {r['val_top1']:.3f} test {r['test_top1']:.3f} "
+                      f"(best epoch {r['best_epoch']}/{epochs}, {r['seconds']:.0f}s)", flush=True)
+            res["models"][config] = {"val_top1": mean([r["val_top1"] for r in runs]),
+                                     "val_loss": mean([r["val_loss"] for r in runs]),
+                                     "test_top1": mean([r["test_top1"] for r in runs]), "runs": runs}
+        # best mean val top-1; ties (common near the ceiling) go to the lower val loss
+        chosen = max(configs, key=lambda c: (res["models"][c]["val_top1"], -res["models"][c]["val_loss"]))
+        res["chosen_on_val"] = chosen
+        results["sets"][name] = res
+        atomic_write(out / "results.json", json.dumps(results, indent=2))
+
+    atomic_write(out / "results.md", results_table(results))
+    print(results_table(results))
+    print(f"-> {out / 'results.json'}")
+    return 0
+
+
+def results_table(results):
+    """Markdown: val top-1 of every configuration; test top-1 for the baselines, the reference recipes and the
+    configuration chosen on val (mean over seeds)."""
+    configs = list(results["configs"])
+    lines = ["| set | train/val/test (classes) | ridge raw | ridge norm | "
+             + " | ".join(configs) + " | chosen on val |",
+             "|---|---|---|---|" + "---|" * len(configs) + "---|"]
+    for name, r in results["sets"].items():
+        s = r["sizes"]
+        cells = []
+        for c in configs:
+            m = r["models"][c]
+            test = f" / **{m['test_top1']:.3f}**" if c in REFERENCE or c == r["chosen_on_val"] else ""
+            cells.append(f"{m['val_top1']:.3f}{test}")
+        rb, nb = r["baseline"]["ridge_raw"], r["baseline"]["ridge_normalized"]
+        lines.append(f"| {name} | {s['train']}/{s['val']}/{s['test']} ({s['classes_train']}) | "
+                     f"{rb['val_top1']:.3f} / **{rb['test_top1']:.3f}** | {nb['val_top1']:.3f} / **{nb['test_top1']:.3f}** | "
+                     + " | ".join(cells) + f" | {r['chosen_on_val']} |")
+    lines.append("")
+    lines.append("Cells: val top-1 / **test top-1** (test only for baselines, the reference recipes and the "
+                 f"configuration chosen on val); mean over seeds {results['seeds']}.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
