@@ -134,6 +134,10 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
     default generator of the batch's device (what a captured CUDA graph needs)."""
     if not any(cfg[k] > 0 for k in PROB_KEYS):
         return gemma, landmarks, mask
+    if landmarks is None:  # visual-only training: the temporal and visual parts run on an empty landmark stream
+        empty = torch.zeros(*gemma.shape[:2], NUM_POINTS * 3, device=gemma.device)
+        gemma, _, mask = augment_batch(gemma, empty, mask, cfg, generator)
+        return gemma, None, mask
     B, T, _ = landmarks.shape
     dev = landmarks.device
 

@@ -198,7 +198,12 @@ def main():
     p.add_argument("--num_frames", type=int, default=16, help="frames per clip (train_simple --num_frames)")
     p.add_argument("--epochs_scale", type=float, default=1.0, help="multiply every set's epoch count (e.g. 0.25 for a smoke run)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench_real_landmarks"), help="output folder")
+    p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
+                   help="print one table from earlier results.json files and exit (no training)")
     args = p.parse_args()
+    if args.merge:
+        print(results_table(*[json.loads(Path(f).read_text()) for f in args.merge]), end="")
+        return 0
     if not LANDMARKS.is_dir():
         print(f"error: {LANDMARKS} not found: this benchmark needs the shared real landmark sets beside the checkout",
               file=sys.stderr)
@@ -250,27 +255,31 @@ def main():
     return 0
 
 
-def results_table(results):
+def results_table(*all_results):
     """Markdown: val top-1 of every configuration; test top-1 for the baselines, the reference recipes and the
-    configuration chosen on val (mean over seeds)."""
-    configs = list(results["configs"])
-    lines = ["| set | train/val/test (classes) | ridge raw | ridge norm | "
+    configuration chosen on val (mean over seeds). Several results.json contents make one table."""
+    configs = list(dict.fromkeys(c for results in all_results for c in results["configs"]))
+    lines = ["| set | train/val/test (classes) | seeds | ridge raw | ridge norm | "
              + " | ".join(configs) + " | chosen on val |",
-             "|---|---|---|---|" + "---|" * len(configs) + "---|"]
-    for name, r in results["sets"].items():
+             "|---|---|---|---|---|" + "---|" * len(configs) + "---|"]
+    rows = [(name, r, results["seeds"]) for results in all_results for name, r in results["sets"].items()]
+    for name, r, seeds in rows:
         s = r["sizes"]
         cells = []
         for c in configs:
+            if c not in r["models"]:
+                cells.append("-")
+                continue
             m = r["models"][c]
             test = f" / **{m['test_top1']:.3f}**" if c in REFERENCE or c == r["chosen_on_val"] else ""
             cells.append(f"{m['val_top1']:.3f}{test}")
         rb, nb = r["baseline"]["ridge_raw"], r["baseline"]["ridge_normalized"]
-        lines.append(f"| {name} | {s['train']}/{s['val']}/{s['test']} ({s['classes_train']}) | "
+        lines.append(f"| {name} | {s['train']}/{s['val']}/{s['test']} ({s['classes_train']}) | {len(seeds)} | "
                      f"{rb['val_top1']:.3f} / **{rb['test_top1']:.3f}** | {nb['val_top1']:.3f} / **{nb['test_top1']:.3f}** | "
                      + " | ".join(cells) + f" | {r['chosen_on_val']} |")
     lines.append("")
-    lines.append("Cells: val top-1 / **test top-1** (test only for baselines, the reference recipes and the "
-                 f"configuration chosen on val); mean over seeds {results['seeds']}.")
+    lines.append("Cells: val top-1 / **test top-1** (test only for the baselines, the reference recipes and the "
+                 "configuration chosen on val); the model's numbers are means over the training seeds.")
     return "\n".join(lines) + "\n"
 
 

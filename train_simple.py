@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -29,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import plots
 from augment import add_augment_args, augment_batch, augment_config_from_args
 from hybrid_asl_model import FullHybridASLModel
 from hybrid_asl_model_simple import FUSION_TYPES, MODALITIES, SimpleHybridASLModel
@@ -41,6 +43,8 @@ CHECKPOINT_FORMAT = "hybrid-asl-trainer/1"
 DEMO_SETTINGS = dict(data_dir=str(ROOT / "data" / "demo"), subset="nslt_demo.json", hidden_dim=128, num_heads=4,
                      epochs=30, batch_size=16, warmup_epochs=3, lr=1e-3, dropout=0.3, use_class_weights=True)
 # A model built with these settings only accepts checkpoints built with the same ones.
+# The learning-rate schedule and its steps live in the checkpoint: a resumed run cannot change them.
+SCHEDULE_KEYS = ("lr", "warmup_epochs", "min_lr_ratio", "batch_size", "weight_decay")
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
                     "no_landmark_norm", "legacy_pos_encoding")
 
@@ -195,6 +199,9 @@ def build_parser():
     g.add_argument("--gpu_cache_gb", type=float, default=1.25,
                    help="GPU memory for keeping packed splits on the GPU (train first); 0 keeps them in host memory")
     g.add_argument("--no_cuda_graphs", action="store_true", help="run CUDA steps eagerly instead of graph replay")
+    g.add_argument("--no_compile", action="store_true",
+                   help="on CUDA, do not torch.compile the forward pass before graph capture (compiling fuses the "
+                        "many small kernels of augmentation, normalization and the model; it costs ~1 minute once)")
     g.add_argument("--verbose", action="store_true", help="more detail in the log")
     return p
 
@@ -289,13 +296,19 @@ def classification_metrics(logits, labels, num_classes):
     return {key: metrics[key] for key in ("top1", "top5", "per_class_top1", "per_class_top5", "loss", "n")}
 
 
-def make_eval_step(model, loader, args, amp_ctx):
+def make_eval_step(model, loader, args, amp_ctx, compile_forward=False):
     """Step input of `loader` -> (logits float32, labels, weight); weight 0 marks batch padding."""
-    def eval_step(step_input):
-        batch = loader.materialize(step_input)
+    def forward(batch):
         gemma, landmarks, mask = model_inputs(batch, args)
         with torch.no_grad(), amp_ctx:
-            return model(gemma, landmarks, mask).float(), batch[3], batch[4]
+            return model(gemma, landmarks, mask).float()
+
+    if compile_forward:
+        forward = torch.compile(forward, dynamic=False)
+
+    def eval_step(step_input):
+        batch = loader.materialize(step_input)
+        return forward(batch), batch[3], batch[4]
     return eval_step
 
 
@@ -334,7 +347,7 @@ def weighted_loss(logits, labels, weight, class_weights, label_smoothing):
 
 
 def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg, scaler, ema, found_inf,
-                    skip_all):
+                    skip_all, compile_forward=False):
     """One optimisation step with no host synchronisation, so that it can be captured as a CUDA graph.
 
     A non-finite loss or gradient norm sets `found_inf`, and the fused AdamW then skips the update on the device
@@ -346,12 +359,18 @@ def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg,
     if not scaler.is_enabled():
         optimizer.found_inf = found_inf  # read by fused AdamW at every step (also inside a captured graph)
 
-    def train_step(batch, generator=None):
-        labels, weight = batch[3], batch[4]
+    def forward_loss(batch, generator):
         gemma, landmarks, mask = model_inputs(batch, args, augment_cfg, generator)
         with amp_ctx:
             logits = model(gemma, landmarks, mask)
-        loss = weighted_loss(logits.float(), labels, weight, class_weights, args.label_smoothing)
+        return weighted_loss(logits.float(), batch[3], batch[4], class_weights, args.label_smoothing), logits
+
+    if compile_forward:  # fuses augmentation, normalization and the model's small ops into a few kernels
+        forward_loss = torch.compile(forward_loss, dynamic=False)
+
+    def train_step(batch, generator=None):
+        labels, weight = batch[3], batch[4]
+        loss, logits = forward_loss(batch, generator)
         if scaler.is_enabled():  # fp16 on GPUs without bf16: the scaler finds and skips overflowing steps itself
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -411,22 +430,28 @@ class CudaGraphStep:
 # ----------------------------------------------------------------------------------------------------------------
 # Files: everything is written to a temporary name first, then renamed, so a crash never leaves half a file
 
-def atomic_write_text(path, text):
+def atomic_write(path, write, mode):
+    """write(file) into a temporary name, then rename it over path. On any failure (disk full, Ctrl-C) the
+    previous file stays as it was and the temporary one is removed."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write(path, lambda f: f.write(text), "w")
 
 
 def atomic_torch_save(obj, path):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
 def write_summary(path, history):
@@ -474,10 +499,12 @@ def main(argv=None):
         if "output_dir" not in given:
             saved["output_dir"] = str(Path(args.resume).parent)
         args = argparse.Namespace(**{**vars(args), **saved})
-        changed = [k for k in MODEL_SHAPE_KEYS if k in given and resume_state["args"].get(k) != getattr(args, k)]
+        changed = [k for k in MODEL_SHAPE_KEYS + SCHEDULE_KEYS
+                   if k in given and resume_state["args"].get(k) != getattr(args, k)]
         if changed:
             parser.error(f"--resume {args.resume}: that run was trained with different "
-                         f"{', '.join('--' + k for k in changed)}; drop those flags to continue it")
+                         f"{', '.join('--' + k for k in changed)}; drop those flags to continue it "
+                         "(start a new run to change them)")
     elif args.demo:
         for key, value in DEMO_SETTINGS.items():
             if key not in given:
@@ -508,6 +535,13 @@ def main(argv=None):
     label_mapping = build_label_mapping(clips, load_glosses(data_dir))
     label_of = {entry["wlasl_id"]: entry["index"] for entry in label_mapping}
     num_classes = len(label_mapping)
+    if resume_state is not None and ([e["wlasl_id"] for e in resume_state["label_mapping"]] != list(label_of)
+                                     or resume_state["feature_dim"] != feature_dim):
+        # Checked before anything is written: a refused resume must not overwrite the run's args.json.
+        raise DataError(f"--resume {args.resume}: that run was trained on other classes or features "
+                        f"({len(resume_state['label_mapping'])} classes, feature width {resume_state['feature_dim']}) "
+                        f"than this data ({num_classes} classes, feature width {feature_dim}); resume with the "
+                        f"run's own --data_dir and --subset")
     cache_dir = None if args.no_cache else Path(args.cache_dir or data_dir / ".cache")
     splits = load_splits(clips, label_of, gemma_dir, landmarks_dir, args.modality, args.num_frames, feature_dim,
                          cache_dir=cache_dir, subset_name=split_path.name)
@@ -515,8 +549,11 @@ def main(argv=None):
     for split in splits.values():
         print("  " + split.report())
         if len(split) == 0:
-            raise DataError(f"no usable {split.name} clip in {split_path} (of {split.listed} listed): check "
-                            f"{landmarks_dir if args.modality != 'gemma' else gemma_dir} (README 'WLASL data layout')")
+            folders = [str(d) for d, stream in ((gemma_dir, "gemma"), (landmarks_dir, "landmarks"))
+                       if args.modality in (stream, "hybrid")]
+            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(split.skipped.items()))
+            raise DataError(f"no usable {split.name} clip in {split_path} (of {split.listed} listed; skipped: "
+                            f"{reasons or 'none'}): check {' and '.join(folders)} (README 'WLASL data layout')")
     train_counts = np.bincount(splits["train"].labels, minlength=num_classes)
     if (train_counts == 0).any():
         empty = [str(label_mapping[i]["gloss"]) for i in np.flatnonzero(train_counts == 0)]
@@ -596,34 +633,49 @@ def main(argv=None):
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "ema": ema[0].state_dict() if ema is not None else None, "epoch": epoch,
                 "best_val_top1": best_top1, "best_epoch": best_epoch, "history": history, "args": vars(args),
-                "label_mapping": label_mapping, "feature_dim": feature_dim, "num_classes": num_classes}
+                "label_mapping": label_mapping, "feature_dim": feature_dim, "num_classes": num_classes,
+                "train_counts": train_counts.tolist()}
 
     eval_model = ema[0] if ema is not None else model  # evaluation and model selection use the EMA when it is on
     found_inf, skip_all = torch.zeros((), device=device), torch.zeros((), device=device)
-    train_step = make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg, scaler, ema,
-                                 found_inf, skip_all)
     totals = torch.zeros(4, device=device)  # per epoch: loss * clips, correct, clips, skipped steps
 
-    def counted_train_step(step_input, generator=None):
-        loss, correct, clips, skipped = train_step(train_loader.materialize(step_input), generator)
-        totals.add_(torch.stack([loss * clips, correct, clips, skipped]))
+    def build_steps(compile_forward):
+        train_step = make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg, scaler, ema,
+                                     found_inf, skip_all, compile_forward)
 
-    val_step = make_eval_step(eval_model, eval_loaders["val"], args, amp_ctx)
-    if use_graphs:
-        model.train()
-        skip_all.fill_(1.0)  # the warm-up runs before capture must not train
-        # Gradients must be None when capture starts, so the captured backward writes them instead of adding to
-        # them on every replay.
-        counted_train_step = CudaGraphStep(counted_train_step, next(train_loader.plan()),
-                                           before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+        def counted_train_step(step_input, generator=None):
+            loss, correct, clips, skipped = train_step(train_loader.materialize(step_input), generator)
+            totals.add_(torch.stack([loss * clips, correct, clips, skipped]))
+
+        val_step = make_eval_step(eval_model, eval_loaders["val"], args, amp_ctx, compile_forward)
+        if use_graphs:
+            model.train()
+            skip_all.fill_(1.0)  # the warm-up runs before capture must not train
+            # Gradients must be None when capture starts, so the captured backward writes them instead of adding
+            # to them on every replay.
+            counted_train_step = CudaGraphStep(counted_train_step, next(train_loader.plan()),
+                                               before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+            skip_all.fill_(0.0)
+            eval_model.eval()
+            val_step = CudaGraphStep(val_step, next(eval_loaders["val"].plan()))
+        return counted_train_step, val_step
+
+    compile_forward = use_graphs and not args.no_compile
+    try:
+        counted_train_step, val_step = build_steps(compile_forward)
+    except Exception as e:  # a compiler toolchain problem must not cost the run: fall back to plain graphs
+        if not compile_forward or isinstance(e, torch.OutOfMemoryError):
+            raise
+        print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:100]}); "
+              "continuing without it (--no_compile skips the attempt)")
         skip_all.fill_(0.0)
-        eval_model.eval()
-        val_step = CudaGraphStep(val_step, next(eval_loaders["val"].plan()))
+        counted_train_step, val_step = build_steps(False)
     if args.verbose and device.type == "cuda":
         print(f"  GPU memory after setup: {torch.cuda.memory_allocated(device) / 1e9:.2f} GB allocated, "
               f"peak {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB")
 
-    resume_command = f"python train_simple.py --resume {out_dir / 'last.pt'}"
+    resume_command = f"python train_simple.py --resume {shlex.quote(str(out_dir / 'last.pt'))}"  # pastes as is
     if resume_state is None:
         atomic_torch_save(checkpoint(0), out_dir / "last.pt")  # so even an interrupted first epoch can resume
 
@@ -653,7 +705,7 @@ def main(argv=None):
             loss_sum, correct, seen, nonfinite = totals.tolist()
             nonfinite, steps = int(nonfinite), len(train_loader)
             skipped_steps += nonfinite
-            if nonfinite and nonfinite >= max(1, steps // 2):
+            if nonfinite and nonfinite > steps // 2:  # most of an epoch lost: something is wrong, stop
                 print(f"error: {nonfinite} of {steps} steps in epoch {epoch + 1} had a non-finite loss; lower --lr "
                       f"(now {args.lr:g}) or check the features for extreme values. The last good checkpoint is "
                       f"{out_dir / 'last.pt'}", file=sys.stderr)
@@ -698,6 +750,7 @@ def main(argv=None):
                           for name, split in splits.items()}
     metrics["skipped_steps"] = skipped_steps
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    plots.plot_training_curves(out_dir / "summary.csv", out_dir / "curves.png")  # skipped without matplotlib
     test = metrics["test"]
     print(f"best epoch {best_epoch}: test top1 {test['top1']:.3f} top5 {test['top5']:.3f} "
           f"(per class {test['per_class_top1']:.3f} / {test['per_class_top5']:.3f}) on {test['n']} of "
@@ -716,6 +769,10 @@ def run(argv=None):
         print("error: CUDA out of memory; lower --batch_size (e.g. 16 or 8) or --gpu_cache_gb, or use --device cpu",
               file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # during start-up (packing, capture): the training loop handles its own Ctrl-C
+        print("\ninterrupted before training started; nothing to resume, run the same command again",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from tqdm import tqdm
 SUBSETS = ("train", "val", "test")
 MODALITIES = ("hybrid", "landmarks", "gemma")
 LANDMARK_DIM = 162  # left hand 21x3 | right hand 21x3 | pose landmarks 11..22 x3
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: features beyond the float16 range are skipped, not packed as inf
 LAYOUT_HELP = "see README section 'WLASL data layout'"
 
 Clip = namedtuple("Clip", "video_id subset class_id start_frame end_frame")
@@ -50,7 +50,7 @@ class ClipError(Exception):
 def load_split(path):
     """Reads and validates a WLASL split file -> {video_id: Clip}. Raises DataError naming the bad entry."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a folder or unreadable file in its place is reported by the read below
         raise DataError(f"split file {path} not found ({LAYOUT_HELP}, or try --demo)")
     try:
         raw = json.loads(path.read_text())
@@ -155,8 +155,11 @@ def load_clip(video_id, gemma_dir, landmarks_dir, modality, num_frames, feature_
     gemma = landmarks = None
     if modality in ("hybrid", "gemma"):
         gemma = read_array(feature_path(gemma_dir, video_id), feature_dim)
-        if not np.isfinite(gemma).all():
-            raise ClipError("nonfinite", f"{feature_path(gemma_dir, video_id)} contains NaN or inf")
+        # Features are stored as float16: a finite value beyond its range would become inf in the cache and turn
+        # every step and score that touches the clip into NaN. (NaN fails the comparison too.)
+        if not (np.abs(gemma) <= np.finfo(np.float16).max).all():
+            raise ClipError("nonfinite", f"{feature_path(gemma_dir, video_id)} contains NaN, inf or values "
+                                         "beyond the float16 range (|x| > 65504)")
     if modality in ("hybrid", "landmarks"):
         landmarks = read_array(landmark_path(landmarks_dir, video_id), LANDMARK_DIM)
     length = min(num_frames, max(len(a) for a in (gemma, landmarks) if a is not None))
@@ -238,7 +241,7 @@ def pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, 
             return e
 
     gemma_rows, landmark_rows, kept = [], [], []
-    skipped, skipped_ids, details = Counter(), {}, []
+    skipped, skipped_ids, details, sanitized = Counter(), {}, [], []
     nonfinite_clips = nonfinite_values = 0
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = pool.map(read, clips)
@@ -256,10 +259,15 @@ def pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, 
             landmark_rows.append(landmarks)
             nonfinite_clips += nonfinite > 0
             nonfinite_values += nonfinite
+            if nonfinite:
+                sanitized.append(f"{clip.video_id} ({nonfinite})")
     for line in details[:10]:
         print(f"warning: skipped {line}")
     if len(details) > 10:
         print(f"warning: ... and {len(details) - 10} more unusable files in {split_name}")
+    if sanitized:  # kept, but named: a tracker that writes NaN for "not found" should be fixed at the source
+        print(f"warning: {split_name}: NaN/inf landmark values set to 0 (not detected) in {len(sanitized)} clips: "
+              + ", ".join(sanitized[:10]) + (" ..." if len(sanitized) > 10 else ""))
 
     n = len(kept)
     lengths = np.array([len(g if g is not None else l) for g, l in zip(gemma_rows, landmark_rows)], dtype=np.int64)
@@ -291,10 +299,14 @@ def save_packed(split, directory):
     tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ARRAYS:
-        if getattr(split, name) is not None:
-            np.save(tmp / f"{name}.npy", getattr(split, name))
-    (tmp / "meta.json").write_text(json.dumps({k: getattr(split, k) for k in META}))
+    try:
+        for name in ARRAYS:
+            if getattr(split, name) is not None:
+                np.save(tmp / f"{name}.npy", getattr(split, name))
+        (tmp / "meta.json").write_text(json.dumps({k: getattr(split, k) for k in META}))
+    except BaseException:  # disk full, Ctrl-C: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
 

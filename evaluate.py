@@ -1,0 +1,245 @@
+"""
+Evaluate a trained checkpoint on one split: per-instance and per-class accuracy, a per-class table, confusions.
+
+    python evaluate.py --checkpoint runs/demo/best.pt                  # test split -> runs/demo/eval_test/
+    python evaluate.py --checkpoint runs/nslt_100-20261124-120000/best.pt --split val
+    python evaluate.py --checkpoint best.pt --data_dir /mnt/wlasl --landmarks_dir /mnt/wlasl/lm   # data moved
+
+The split is read exactly as training reads it (wlasl_data: same sampling, masks, skipped-file counts, cache), with
+the checkpoint's own settings and label mapping; clips of classes the checkpoint does not know are skipped and
+counted. Writes <output_dir>/eval_<split>/ (default output_dir: the checkpoint's folder, so the run's own
+metrics.json is never overwritten):
+    metrics.json     the training schema: {"num_classes", "best_epoch", "<split>": {top1, top5, per_class_top1,
+                     per_class_top5, loss, n, n_listed}, "skipped": {...}}
+    per_class.csv    index, wlasl_id, gloss, n (clips evaluated), top1, top5, train_clips
+    confusions.csv   the 50 most frequent (true gloss -> predicted gloss) mistakes with counts
+    per_class.png, confusions.png   when matplotlib is installed
+"""
+import argparse
+import csv
+import io
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import plots
+import train_simple
+from wlasl_data import SUBSETS, BatchLoader, DataError, feature_path, landmark_path, load_split, load_splits
+
+TOP_CONFUSIONS = 50
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by train_simple.py")
+    p.add_argument("--split", default="test", choices=SUBSETS, help="which split of the split file to evaluate")
+    p.add_argument("--output_dir", default=None,
+                   help="results go to <output_dir>/eval_<split>/ (default: the checkpoint's folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch_size", type=train_simple.positive_int, default=None,
+                   help="clips per forward pass (default: the training run's)")
+    p.add_argument("--no_plots", action="store_true", help="write the CSV/JSON files only, no PNGs")
+    g = p.add_argument_group("data (default: where the checkpoint was trained; give these when the data moved)")
+    g.add_argument("--data_dir", default=None, help="folder with the split files and class list")
+    g.add_argument("--subset", default=None, help="split file, in --data_dir or a path")
+    g.add_argument("--gemma_features_dir", default=None, help="{video_id}_gemma.npy files")
+    g.add_argument("--landmarks_dir", default=None, help="{video_id}_landmarks.npy files")
+    g.add_argument("--cache_dir", default=None, help="packed-feature cache (default <data_dir>/.cache)")
+    g.add_argument("--no_cache", action="store_true", help="pack the split in memory only, write no cache")
+    return p, p.parse_args(argv)
+
+
+def load_trained_model(checkpoint_path, device, overrides=None):
+    """(model in eval mode on device, training args with `overrides` applied, checkpoint dict).
+
+    Arguments missing from an older checkpoint take train_simple's current defaults. The weights are the ones
+    training evaluated: the EMA when the run kept one.
+    """
+    checkpoint = train_simple.load_checkpoint(checkpoint_path)
+    args = train_simple.build_parser().parse_args([])
+    vars(args).update(checkpoint["args"])
+    vars(args).update({k: v for k, v in (overrides or {}).items() if v is not None})
+    model = train_simple.build_model(args, checkpoint["num_classes"], checkpoint["feature_dim"])
+    weights = checkpoint.get("ema") or checkpoint["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise DataError(f"{checkpoint_path}: the weights do not fit the model its own settings describe "
+                        f"({str(e).splitlines()[-1].strip()[:120]}); was it written by another version?")
+    return model.to(device).eval(), args, checkpoint
+
+
+def amp_context(device):
+    """The autocast training used on this device (bf16 on Ampere and newer, else fp16; none on CPU)."""
+    if device.type != "cuda":
+        return nullcontext()
+    bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
+
+
+def data_paths(args):
+    """(data_dir, split file, gemma dir, landmarks dir, cache dir or None) by train_simple's rules."""
+    data_dir = Path(args.data_dir)
+    split_path = Path(args.subset) if Path(args.subset).is_file() else data_dir / args.subset
+    gemma_dir = Path(args.gemma_features_dir or data_dir / "gemma_features")
+    landmarks_dir = Path(args.landmarks_dir or data_dir / "landmarks")
+    cache_dir = None if args.no_cache else Path(args.cache_dir or data_dir / ".cache")
+    return data_dir, split_path, gemma_dir, landmarks_dir, cache_dir
+
+
+def count_train_clips(clips, label_of, num_classes, args, gemma_dir, landmarks_dir):
+    """Training clips per class index: train clips of the split file whose files exist (what training could use).
+
+    Only file existence is checked (cheap: no file is read), so an unreadable file would still be counted.
+    """
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for clip in clips.values():
+        if clip.subset != "train" or clip.class_id not in label_of:
+            continue
+        if args.modality in ("hybrid", "gemma") and not feature_path(gemma_dir, clip.video_id).is_file():
+            continue
+        if args.modality in ("hybrid", "landmarks") and not landmark_path(landmarks_dir, clip.video_id).is_file():
+            continue
+        counts[label_of[clip.class_id]] += 1
+    return counts
+
+
+def per_class_rows(logits, labels, label_mapping, train_counts):
+    """One row per class of the checkpoint: clips evaluated and their top-1 / top-5 (empty when n = 0)."""
+    num_classes = len(label_mapping)
+    top1 = train_simple.topk_correct(torch.as_tensor(logits), torch.as_tensor(labels), 1).numpy()
+    top5 = train_simple.topk_correct(torch.as_tensor(logits), torch.as_tensor(labels), 5).numpy()
+    n = np.bincount(labels, minlength=num_classes)
+    hits1 = np.bincount(labels, weights=top1, minlength=num_classes)
+    hits5 = np.bincount(labels, weights=top5, minlength=num_classes)
+    rows = []
+    for entry in label_mapping:
+        i = entry["index"]
+        rows.append({"index": i, "wlasl_id": entry["wlasl_id"], "gloss": entry["gloss"], "n": int(n[i]),
+                     "top1": round(hits1[i] / n[i], 5) if n[i] else "",
+                     "top5": round(hits5[i] / n[i], 5) if n[i] else "", "train_clips": int(train_counts[i])})
+    return rows
+
+
+def confusion_rows(logits, labels, label_mapping, top=TOP_CONFUSIONS):
+    """The `top` most frequent (true, predicted) pairs among top-1 mistakes, most frequent first."""
+    predicted = np.asarray(logits).argmax(axis=1)
+    wrong = predicted != labels
+    pairs, counts = np.unique(np.stack([labels[wrong], predicted[wrong]], axis=1), axis=0, return_counts=True)
+    order = sorted(range(len(counts)), key=lambda k: (-counts[k], pairs[k][0], pairs[k][1]))[:top]
+    rows = []
+    for k in order:
+        true, pred = (label_mapping[int(c)] for c in pairs[k])
+        rows.append({"true_wlasl_id": true["wlasl_id"], "true_gloss": true["gloss"],
+                     "predicted_wlasl_id": pred["wlasl_id"], "predicted_gloss": pred["gloss"],
+                     "count": int(counts[k])})
+    return rows
+
+
+def csv_text(rows, fieldnames):
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def main(argv=None):
+    parser, cli = get_args(argv)
+    device = train_simple.resolve_device(parser, cli.device)
+    overrides = {k: getattr(cli, k) for k in ("data_dir", "subset", "gemma_features_dir", "landmarks_dir",
+                                               "cache_dir", "batch_size")}
+    if cli.no_cache:
+        overrides["no_cache"] = True
+    model, args, checkpoint = load_trained_model(cli.checkpoint, device, overrides)
+    label_mapping, feature_dim = checkpoint["label_mapping"], checkpoint["feature_dim"]
+    num_classes = checkpoint["num_classes"]
+
+    # ---- the split, packed as training packs it --------------------------------------------------------------
+    data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = data_paths(args)
+    clips = load_split(split_path)
+    for needed, folder, flag in (("hybrid gemma", gemma_dir, "--gemma_features_dir"),
+                                 ("hybrid landmarks", landmarks_dir, "--landmarks_dir")):
+        if args.modality in needed.split() and not folder.is_dir():
+            raise DataError(f"{folder} not found: the checkpoint (modality {args.modality}) needs it; "
+                            f"set {flag} (or --data_dir) to where the files are now")
+    if args.modality != "landmarks":
+        detected = train_simple.verify_feature_dimensions(gemma_dir, feature_dim)
+        if detected != feature_dim:
+            raise DataError(f"the features in {gemma_dir} are {detected}-wide but {cli.checkpoint} was trained on "
+                            f"{feature_dim}-wide features; point --gemma_features_dir at the features it was "
+                            "trained with (same model and --layer)")
+    label_of = {entry["wlasl_id"]: entry["index"] for entry in label_mapping}
+    unknown = [c for c in clips.values() if c.subset == cli.split and c.class_id not in label_of]
+    known = {v: c for v, c in clips.items() if c.class_id in label_of}
+    split = load_splits(known, label_of, gemma_dir, landmarks_dir, args.modality, args.num_frames, feature_dim,
+                        cache_dir=cache_dir, subset_name=split_path.name, splits=(cli.split,))[cli.split]
+    if unknown:  # counted like any other skipped clip, so `evaluated N of M listed` stays honest
+        split.listed += len(unknown)
+        split.skipped = dict(split.skipped, class_not_in_checkpoint=len(unknown))
+        split.skipped_ids = dict(split.skipped_ids, class_not_in_checkpoint=[c.video_id for c in unknown[:20]])
+    print(f"{cli.checkpoint}: {args.model} model, modality {args.modality}, {num_classes} classes, "
+          f"epoch {checkpoint['epoch']} (best on val: epoch {checkpoint['best_epoch']})")
+    print(f"{split_path}: " + split.report())
+    if len(split) == 0:
+        raise DataError(f"no usable {cli.split} clip in {split_path} (of {split.listed} listed): check "
+                        f"{landmarks_dir if args.modality != 'gemma' else gemma_dir} or pass --data_dir/--subset")
+
+    # ---- predictions and metrics -----------------------------------------------------------------------------
+    loader = BatchLoader(split, args.batch_size, device)
+    logits, labels = train_simple.predict_logits(model, loader, args, amp_context(device))
+    metrics = train_simple.classification_metrics(logits, labels, num_classes)
+    metrics["n_listed"] = split.listed
+    result = {"num_classes": num_classes, "best_epoch": checkpoint["best_epoch"], cli.split: metrics,
+              "skipped": {cli.split: dict(split.skipped, nonfinite_landmark_clips=split.nonfinite_landmark_clips)},
+              "checkpoint": str(cli.checkpoint), "checkpoint_epoch": checkpoint["epoch"],
+              "split_file": str(split_path)}
+    train_counts = checkpoint.get("train_counts")
+    if train_counts is None:
+        train_counts = count_train_clips(clips, label_of, num_classes, args, gemma_dir, landmarks_dir)
+    class_rows = per_class_rows(logits, labels, label_mapping, train_counts)
+    mistakes = confusion_rows(logits, labels, label_mapping)
+
+    out_dir = Path(cli.output_dir or Path(cli.checkpoint).parent) / f"eval_{cli.split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_simple.atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
+    train_simple.atomic_write_text(out_dir / "per_class.csv", csv_text(class_rows, list(class_rows[0])))
+    train_simple.atomic_write_text(out_dir / "confusions.csv", csv_text(mistakes, [
+        "true_wlasl_id", "true_gloss", "predicted_wlasl_id", "predicted_gloss", "count"]))
+    written = ["metrics.json", "per_class.csv", "confusions.csv"]
+    if not cli.no_plots:
+        title = f"{split_path.name}, {cli.split} split"
+        if plots.plot_per_class_accuracy(out_dir / "per_class.csv", out_dir / "per_class.png",
+                                         title=f"{title}: per-class top-1 against training clips"):
+            written.append("per_class.png")
+        if plots.plot_confusions(out_dir / "confusions.csv", out_dir / "confusions.png",
+                                 title=f"{title}: most confused pairs (true \u2192 predicted)"):
+            written.append("confusions.png")
+
+    # ---- report ----------------------------------------------------------------------------------------------
+    print(f"{cli.split}: evaluated {metrics['n']} of {metrics['n_listed']} listed clips")
+    print(f"  per instance: top-1 {metrics['top1']:.3f}  top-5 {metrics['top5']:.3f}  (loss {metrics['loss']:.4f})")
+    print(f"  per class:    top-1 {metrics['per_class_top1']:.3f}  top-5 {metrics['per_class_top5']:.3f}  "
+          f"(mean over the {sum(r['n'] > 0 for r in class_rows)} classes with a {cli.split} clip)")
+    if mistakes:
+        print("  most confused: " + ", ".join(f"{r['true_gloss']} -> {r['predicted_gloss']} ({r['count']})"
+                                              for r in mistakes[:5]))
+    print(f"wrote {out_dir}/: {', '.join(written)}")
+    return 0
+
+
+def run(argv=None):
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        return main(argv)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(run())

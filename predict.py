@@ -1,0 +1,364 @@
+"""
+Predict the gloss of a sign with a trained checkpoint: from a video, from pre-extracted .npy files, or a folder.
+
+    python predict.py --checkpoint runs/demo/best.pt --landmarks data/demo/landmarks/90001_landmarks.npy \\
+        --gemma data/demo/gemma_features/90001_gemma.npy
+    python predict.py --checkpoint runs/nslt_100-20261124-120000/best.pt --video clip.mp4      # needs the extras
+    python predict.py --checkpoint best.pt --input_dir my_videos --output_csv predictions.csv
+    python predict.py --checkpoint best.pt --input_dir data/wlasl/landmarks --gemma_dir data/wlasl/gemma_features
+
+From a video, landmarks (MediaPipe, extract_landmarks.py) and, for checkpoints with a visual stream, Gemma 3
+features (extract_gemma_features.py) are extracted with the settings recorded in the training data's
+extraction_metadata.json files (model, layer, frames per clip); extraction needs
+`pip install -r requirements-extract.txt`. Every input then goes through wlasl_data.load_clip and
+train_simple.model_inputs: the same sampling, masks and normalization as training and evaluate.py.
+Prints the top-k glosses with probabilities; --output_csv writes one row per input.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import train_simple
+from evaluate import amp_context, load_trained_model
+from video_io import VIDEO_EXTENSIONS, VideoError, cv2_missing  # importable without OpenCV; reading needs it
+from wlasl_data import LANDMARK_DIM, ClipError, DataError, load_clip
+
+INSTALL_HINT = "pip install -r requirements-extract.txt"
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by train_simple.py")
+    g = p.add_argument_group("input (one of: --video, --landmarks/--gemma, --input_dir)")
+    g.add_argument("--video", default=None, help="a video file (.mp4, .mov, ...): features are extracted from it")
+    g.add_argument("--start_frame", type=int, default=1, help="with --video: first frame, 1-indexed at 25 fps (WLASL)")
+    g.add_argument("--end_frame", type=int, default=-1, help="with --video: last frame at 25 fps, -1 = to the end")
+    g.add_argument("--landmarks", default=None, help="pre-extracted (T, 162) landmarks .npy (extract_landmarks.py)")
+    g.add_argument("--gemma", default=None, help="(T, D) visual features .npy (extract_gemma_features.py)")
+    g.add_argument("--input_dir", default=None,
+                   help="a folder of videos, or of {id}_landmarks.npy (and/or {id}_gemma.npy) files: one answer each")
+    g.add_argument("--gemma_dir", default=None,
+                   help="with --input_dir of .npy files: where the {id}_gemma.npy files are (default: --input_dir)")
+    g = p.add_argument_group("feature extraction from videos (default: what the training features were made with)")
+    g.add_argument("--gemma_model", default=None,
+                   help="Gemma 3 model name or local folder (default: 'model' in the training features' metadata)")
+    g.add_argument("--gemma_layer", default=None, choices=("projector", "vision"),
+                   help="feature layer (default: 'layer' in the training features' metadata)")
+    g = p.add_argument_group("output")
+    g.add_argument("--top_k", type=train_simple.positive_int, default=5, help="how many glosses to show per input")
+    g.add_argument("--output_csv", default=None, help="one row per input: input, top-k glosses and probabilities")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    return p, p.parse_args(argv)
+
+
+def read_metadata(folder):
+    """extraction_metadata.json of a training feature folder as a dict ({} when absent or unreadable)."""
+    try:
+        return json.loads((Path(folder) / "extraction_metadata.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# From a video to (gemma, landmarks) arrays, with the extraction code and the training data's settings
+
+@contextmanager
+def native_stderr_silenced():
+    """Sends file descriptor 2 to /dev/null meanwhile: MediaPipe's C++ logging writes a screenful of warnings per
+    video there, past Python (exceptions still propagate and are reported after)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def make_video_reader(args, cli, feature_dim, device):
+    """A function video path -> (gemma (T, D) or None, landmarks (T, 162) or None) for this checkpoint's streams.
+
+    Checks the extras first, so a missing package is one line before any work. The Gemma model is loaded once.
+    """
+    from extract_landmarks import extract_video_landmarks, import_mediapipe, quiet_worker
+    if cv2_missing():
+        raise DataError(f"OpenCV is not installed, so videos cannot be read: {INSTALL_HINT}")
+    data_dir = Path(args.data_dir)
+    landmark_frames = gemma = None
+    if args.modality in ("hybrid", "landmarks"):
+        quiet_worker()
+        import_mediapipe()
+        # MediaPipe tracks across frames, so extract the frames training's landmarks were extracted from.
+        landmark_meta = read_metadata(args.landmarks_dir or data_dir / "landmarks")
+        landmark_frames = landmark_meta.get("settings", {}).get("num_frames")
+    if args.modality in ("hybrid", "gemma"):
+        gemma = load_gemma_extractor(args, cli, feature_dim, device)
+
+    def read_video(path, start_frame=1, end_frame=-1):
+        landmarks = features = None
+        if args.modality in ("hybrid", "landmarks"):
+            with native_stderr_silenced():
+                landmarks = extract_video_landmarks(str(path), start_frame, end_frame, landmark_frames)
+        if gemma is not None:
+            features = gemma(str(path), start_frame, end_frame)
+        return features, landmarks
+
+    return read_video
+
+
+def load_gemma_extractor(args, cli, feature_dim, device):
+    """video path -> (T, D) float32 Gemma features, made as extract_gemma_features.py made the training features."""
+    features_dir = Path(args.gemma_features_dir or Path(args.data_dir) / "gemma_features")
+    meta = read_metadata(features_dir)
+    model_name = cli.gemma_model or meta.get("model")
+    recorded = meta.get("layer") if meta.get("layer") in ("projector", "vision") else None
+    layer = cli.gemma_layer or recorded or ("projector" if cli.gemma_model else None)
+    if model_name is None:
+        raise DataError(f"{cli.checkpoint} uses Gemma features, but {features_dir / 'extraction_metadata.json'} "
+                        "(which names the model and layer they came from) is not here: pass --gemma_model "
+                        "(e.g. google/gemma-3-4b-it) and --gemma_layer, or --gemma x_gemma.npy")
+    if layer is None:
+        raise DataError(f"the training features came from {model_name!r} (layer {meta.get('layer')!r}), which "
+                        "predict.py cannot re-create from a video; pass --gemma/--gemma_dir files made the same way")
+    from extract_gemma_features import frame_features, load_vision_model, preprocess, preprocessing
+    from video_io import read_clip_frames
+    num_frames = int(meta.get("num_frames") or args.num_frames)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # extraction's "auto"
+    else:
+        dtype = torch.float32
+    try:
+        tower, projector, config, model_dir = load_vision_model(model_name, layer, device, dtype)
+    except DataError as e:  # its hints name extract_gemma_features.py's flag
+        raise DataError(str(e).replace("--model_name", "--gemma_model"))
+    width = config.text_config.hidden_size if layer == "projector" else config.vision_config.hidden_size
+    if width != feature_dim:
+        raise DataError(f"{model_name} --gemma_layer {layer} gives {width}-wide features but {cli.checkpoint} was "
+                        f"trained on {feature_dim}-wide ones; use the model and layer of the training features")
+    spec = preprocessing(model_dir, config)
+
+    def features(path, start_frame, end_frame):
+        frames, _ = read_clip_frames(path, start_frame, end_frame, num_frames)
+        x = preprocess(torch.from_numpy(frames).to(device), spec, dtype)
+        return torch.cat([frame_features(tower, projector, x[i:i + 8]) for i in range(0, len(x), 8)]).cpu().numpy()
+
+    return features
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# From arrays to probabilities, exactly as training reads a clip
+
+def sample_clip(gemma_path, landmarks_path, args, feature_dim):
+    """wlasl_data.load_clip on these files (linked into a scratch folder under the names it expects).
+
+    Returns (gemma (L, D) float16 or None, landmarks (L, 162) float32 or None); raises ClipError for a bad file.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        for source, name in ((gemma_path, "clip_gemma.npy"), (landmarks_path, "clip_landmarks.npy")):
+            if source is not None:
+                target = os.path.join(scratch, name)
+                if isinstance(source, np.ndarray):
+                    np.save(target, source)
+                elif os.path.isfile(source):
+                    os.symlink(os.path.abspath(source), target)
+                else:
+                    raise ClipError("missing", f"{source} not found")
+        gemma, landmarks, _ = load_clip("clip", scratch, scratch, args.modality, args.num_frames, feature_dim)
+    return gemma, landmarks
+
+
+def predict_clips(model, args, clips, device):
+    """Clips [(gemma or None, landmarks or None)] from sample_clip -> probabilities (N, C), one batch at a time."""
+    probs = []
+    for start in range(0, len(clips), args.batch_size):
+        chunk = clips[start:start + args.batch_size]
+        lengths = torch.tensor([len(g if g is not None else l) for g, l in chunk])
+        mask = torch.arange(args.num_frames)[None, :] < lengths[:, None]
+
+        def stack(rows, dtype):  # zero padding after the real frames, as the packed splits hold them
+            if rows[0] is None:
+                return None
+            out = torch.zeros(len(rows), args.num_frames, rows[0].shape[1], dtype=dtype)
+            for i, row in enumerate(rows):
+                out[i, :len(row)] = torch.from_numpy(np.asarray(row))
+            return out.to(device)
+
+        batch = (stack([g for g, _ in chunk], torch.float16), stack([l for _, l in chunk], torch.float32),
+                 mask.to(device), torch.zeros(len(chunk), dtype=torch.int64, device=device),
+                 torch.ones(len(chunk), device=device))
+        gemma, landmarks, mask = train_simple.model_inputs(batch, args)
+        with torch.no_grad(), amp_context(device):
+            probs.append(torch.softmax(model(gemma, landmarks, mask).float(), dim=1).cpu())
+    return torch.cat(probs).numpy()
+
+
+def top_k(probs, label_mapping, k):
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(label_mapping[i]["gloss"], label_mapping[i]["wlasl_id"], float(probs[i])) for i in order]
+
+
+def hands_seen(landmarks):
+    """Frames of a raw (T, 162) landmark array in which MediaPipe found at least one hand."""
+    return int((np.abs(landmarks[:, :126]) > 0).any(axis=1).sum())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The inputs
+
+def dir_inputs(cli, args):
+    """[(name, kind, gemma path or None, landmarks path or None)] for --input_dir: videos, or .npy files by id."""
+    folder = Path(cli.input_dir)
+    if not folder.is_dir():
+        raise DataError(f"--input_dir {folder} is not a folder")
+    names = sorted(os.listdir(folder))
+    videos = [folder / n for n in names if n.lower().endswith(VIDEO_EXTENSIONS)]
+    suffix = "_gemma.npy" if args.modality == "gemma" else "_landmarks.npy"
+    ids = [n[:-len(suffix)] for n in names if n.endswith(suffix)]
+    if ids:
+        gemma_dir = Path(cli.gemma_dir or folder)
+        if args.modality == "hybrid" and not any(gemma_dir.glob("*_gemma.npy")):
+            raise DataError(f"{cli.checkpoint} (modality hybrid) also needs visual features: no *_gemma.npy in "
+                            f"{gemma_dir}; pass --gemma_dir (extract_gemma_features.py writes them)")
+        return [(i, "npy", gemma_dir / f"{i}_gemma.npy" if args.modality != "landmarks" else None,
+                 folder / f"{i}_landmarks.npy" if args.modality != "gemma" else None) for i in ids]
+    if videos:
+        return [(v.name, "video", v, None) for v in videos]
+    raise DataError(f"--input_dir {folder} holds no video ({', '.join(VIDEO_EXTENSIONS)}) and no *{suffix} file")
+
+
+def single_input(cli, args):
+    """The one input of --video or --landmarks/--gemma, checked against what the checkpoint needs."""
+    if cli.video:
+        if cli.landmarks or cli.gemma:
+            raise DataError("give --video or --landmarks/--gemma, not both")
+        if not os.path.isfile(cli.video):
+            raise DataError(f"--video {cli.video} not found")
+        return cli.video, "video", cli.video, None
+    needs_gemma, needs_landmarks = args.modality != "landmarks", args.modality != "gemma"
+    if needs_landmarks and not cli.landmarks:
+        raise DataError(f"{cli.checkpoint} (modality {args.modality}) needs landmarks: pass --landmarks "
+                        "x_landmarks.npy (extract_landmarks.py), or --video")
+    if needs_gemma and not cli.gemma:
+        raise DataError(f"{cli.checkpoint} (modality {args.modality}) also needs visual features: pass --gemma "
+                        "x_gemma.npy (extract_gemma_features.py), or --video to extract both")
+    for flag, path, used in (("--landmarks", cli.landmarks, needs_landmarks), ("--gemma", cli.gemma, needs_gemma)):
+        if path and not used:
+            print(f"note: {flag} ignored: the checkpoint uses modality {args.modality}")
+        elif path and not os.path.isfile(path):
+            raise DataError(f"{flag} {path} not found")
+    gemma, landmarks = (cli.gemma if needs_gemma else None), (cli.landmarks if needs_landmarks else None)
+    return landmarks or gemma, "npy", gemma, landmarks
+
+
+def explain(error, args, feature_dim, checkpoint_path):
+    """A bad input file -> one line; a width mismatch also says what the checkpoint was trained on."""
+    text = str(error)
+    if error.reason == "bad_shape" and "features per frame" in text:
+        streams = ([f"{LANDMARK_DIM}-wide landmarks"] if args.modality != "gemma" else []) + \
+                  ([f"{feature_dim}-wide visual features"] if args.modality != "landmarks" else [])
+        text += f" (the feature dimension does not match {checkpoint_path}: trained on {' and '.join(streams)})"
+    return text
+
+
+def prepare_input(kind, gemma_source, landmark_source, read_video, window, args, feature_dim, name):
+    """One input -> the sampled clip training would have read: extract from a video first, if it is one."""
+    if kind == "video":
+        gemma_source, landmark_source = read_video(gemma_source, *window)
+        if landmark_source is not None and hands_seen(landmark_source) == 0:
+            print(f"warning: {name}: no hand detected in any of its {len(landmark_source)} frames; "
+                  "the prediction is a guess")
+    return sample_clip(gemma_source, landmark_source, args, feature_dim)
+
+
+def main(argv=None):
+    parser, cli = get_args(argv)
+    given = [flag for flag, value in (("--video", cli.video), ("--landmarks/--gemma", cli.landmarks or cli.gemma),
+                                      ("--input_dir", cli.input_dir)) if value]
+    if len(given) != 1:
+        parser.error("give one input: --video, --landmarks (and --gemma), or --input_dir")
+    device = train_simple.resolve_device(parser, cli.device)
+    model, args, checkpoint = load_trained_model(cli.checkpoint, device)
+    label_mapping, feature_dim = checkpoint["label_mapping"], checkpoint["feature_dim"]
+    inputs = dir_inputs(cli, args) if cli.input_dir else [single_input(cli, args)]
+    batch_mode = cli.input_dir is not None
+    read_video = make_video_reader(args, cli, feature_dim, device) if any(k == "video" for _, k, _, _ in inputs) \
+        else None
+
+    # ---- every input -> the sampled clip that training would have read ---------------------------------------
+    clips, kept, failed = [], [], []
+    window = (1, -1) if batch_mode else (cli.start_frame, cli.end_frame)
+    for name, kind, gemma_source, landmark_source in inputs:
+        try:
+            clips.append(prepare_input(kind, gemma_source, landmark_source, read_video, window, args, feature_dim,
+                                       name))
+            kept.append(name)
+            continue
+        except ClipError as e:
+            reason = explain(e, args, feature_dim, cli.checkpoint)
+        except (VideoError, ValueError) as e:
+            reason = str(e)
+        except DataError:
+            raise  # a missing package or a settings problem: the same for every input
+        except Exception as e:  # a decoder or MediaPipe crash on one video must not stop a folder
+            if not batch_mode:
+                raise
+            reason = f"{type(e).__name__}: {str(e)[:160]}"
+        if not batch_mode:
+            raise DataError(reason)
+        failed.append((name, reason))
+    probs = predict_clips(model, args, clips, device) if clips else np.zeros((0, len(label_mapping)))
+
+    # ---- report ----------------------------------------------------------------------------------------------
+    k = min(cli.top_k, len(label_mapping))
+    rows = []
+    for name, clip, p in zip(kept, clips, probs):
+        best = top_k(p, label_mapping, k)
+        frames = len(clip[1] if clip[1] is not None else clip[0])
+        rows.append({"input": name, "frames": frames, **{f"{key}_{r}": value for r, (gloss, wlasl_id, prob)
+                     in enumerate(best, 1) for key, value in (("gloss", gloss), ("wlasl_id", wlasl_id),
+                                                              ("prob", round(prob, 5)))}, "error": ""})
+        if batch_mode:
+            print(f"{name}: " + "  ".join(f"{gloss} {prob:.3f}" for gloss, _, prob in best))
+        else:
+            print(f"{name}: top-{k} of {len(label_mapping)} glosses ({frames} frames)")
+            for r, (gloss, wlasl_id, prob) in enumerate(best, 1):
+                print(f"  {r}. {gloss:<20} {prob:6.3f}   (WLASL class {wlasl_id})")
+    for name, reason in failed:
+        print(f"warning: {name} skipped: {reason}", file=sys.stderr)
+        rows.append({"input": name, "frames": 0, "error": reason})
+    if batch_mode:
+        print(f"predicted {len(kept)} of {len(inputs)} inputs" + (f"; {len(failed)} skipped" if failed else ""))
+    if cli.output_csv:
+        fields = ["input", "frames"] + [f"{key}_{r}" for r in range(1, k + 1) for key in ("gloss", "wlasl_id", "prob")]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields + ["error"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        Path(cli.output_csv).parent.mkdir(parents=True, exist_ok=True)
+        train_simple.atomic_write_text(cli.output_csv, out.getvalue())
+        print(f"wrote {cli.output_csv}")
+    return 0 if kept else 1
+
+
+def run(argv=None):
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        return main(argv)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(run())
