@@ -44,8 +44,10 @@ CONFIGS = {
     "norm+none": ["--augment", "none"],
     "default": [],                                   # normalized landmarks, --augment light
     "norm+strong": ["--augment", "strong"],
-    "default+ema": ["--ema", "--ema_decay", "0.995"],  # 0.995: runs here are ~1-2k steps; 0.999 would still hold init weights
+    "default+ema": ["--ema", "--ema_decay", "0.995"],  # 0.995: runs here are ~0.4-1.4k steps; 0.999 would still hold init weights
+    "default+classw": ["--use_class_weights"],          # follow-up for the imbalanced cross-source split (not in --ablation)
 }
+ABLATION = ("plain", "raw+light", "norm+none", "default", "norm+strong", "default+ema")
 REFERENCE = ("plain", "default")
 # CPU-sized model; epochs per set so that every set gets a similar number of optimizer steps (~1.2-1.6k)
 MODEL_FLAGS = ["--hidden_dim", "128", "--num_heads", "4", "--num_layers", "2", "--dropout", "0.3",
@@ -208,7 +210,7 @@ def main():
         print(f"error: {LANDMARKS} not found: this benchmark needs the shared real landmark sets beside the checkout",
               file=sys.stderr)
         return 2
-    configs = args.configs or (list(CONFIGS) if args.ablation else list(REFERENCE))
+    configs = args.configs or list(ABLATION if args.ablation else REFERENCE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"split_seed": args.split_seed, "seeds": args.seeds, "num_frames": args.num_frames,

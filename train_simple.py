@@ -202,6 +202,8 @@ def build_parser():
     g.add_argument("--no_compile", action="store_true",
                    help="on CUDA, do not torch.compile the forward pass before graph capture (compiling fuses the "
                         "many small kernels of augmentation, normalization and the model; it costs ~1 minute once)")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also log to <output_dir>/tensorboard (scalars per epoch, lr per step); needs tensorboard")
     g.add_argument("--verbose", action="store_true", help="more detail in the log")
     return p
 
@@ -675,6 +677,15 @@ def main(argv=None):
         print(f"  GPU memory after setup: {torch.cuda.memory_allocated(device) / 1e9:.2f} GB allocated, "
               f"peak {torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB")
 
+    writer = None
+    if args.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise DataError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                            "(it is in requirements-extract.txt)")
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+
     resume_command = f"python train_simple.py --resume {shlex.quote(str(out_dir / 'last.pt'))}"  # pastes as is
     if resume_state is None:
         atomic_torch_save(checkpoint(0), out_dir / "last.pt")  # so even an interrupted first epoch can resume
@@ -702,6 +713,9 @@ def main(argv=None):
                     optimizer.zero_grad(set_to_none=True)
                     counted_train_step(step_input, generator)
                 scheduler.step()
+                if writer is not None:  # the lr from the schedule's own formula: no device round trip
+                    writer.add_scalar("lr", args.lr * scheduler.lr_lambdas[0](scheduler.last_epoch),
+                                      scheduler.last_epoch)
             loss_sum, correct, seen, nonfinite = totals.tolist()
             nonfinite, steps = int(nonfinite), len(train_loader)
             skipped_steps += nonfinite
@@ -730,6 +744,11 @@ def main(argv=None):
                 atomic_torch_save(state, out_dir / "best.pt")
             atomic_torch_save(checkpoint(epoch + 1), out_dir / "last.pt")
             write_summary(out_dir / "summary.csv", history)
+            if writer is not None:
+                for key, value in row.items():
+                    if key not in ("epoch", "lr"):
+                        writer.add_scalar(key, float(value), epoch + 1)
+                writer.flush()
             print(f"epoch {epoch + 1:3d}/{args.epochs}  train loss {train_loss:.4f} top1 {row['train_top1']:.3f}  "
                   f"val loss {val['loss']:.4f} top1 {val['top1']:.3f} top5 {val['top5']:.3f}  "
                   f"lr {row['lr']}  {row['seconds']:.1f}s" + ("  *" if best_epoch == epoch + 1 else ""))

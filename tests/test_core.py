@@ -298,3 +298,16 @@ def test_landmark_only_training_on_real_signers(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["n"] == 13 * 5
     assert metrics["test"]["top1"] > 0.5, metrics["test"]  # chance is 1/13
+
+
+def test_tensorboard_logs_epochs_and_lr_per_step(data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    data_dir, subset = data
+    out = tmp_path / "run"
+    assert run_cli("--data_dir", data_dir, "--subset", subset, "--epochs", "2", "--tensorboard",
+                   "--output_dir", out, *TINY) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("lr")) == 2 * 4  # 32 clips / batch 8 = 4 steps per epoch
+    assert [e.step for e in events.Scalars("val_top1")] == [1, 2]
