@@ -203,3 +203,25 @@ def test_torchrun_two_cpu_ranks_split_disjointly_and_merge(tiny_model, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     merged = json.loads((out / "extraction_metadata.json").read_text())
     assert merged["counts"]["skipped_existing"] == 4 and merged["counts"]["extracted"] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torchrun_one_gpu_rank_matches_cpu_extraction(tiny_model, tmp_path):
+    """torchrun with one CUDA rank: every clip extracted in bf16 on the GPU, metadata merged, and the features
+    agree with a float32 CPU extraction of the same clips to bf16 tolerance."""
+    folder, _ = tiny_model
+    common = ["--videos_dir", str(WLASL_RAW), "--model_name", str(folder), "--num_frames", "4", "--no_progress",
+              "--dtype", "float32"]
+    gpu = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29533",
+           str(ROOT / "extract_gemma_features.py"), *common, "--output_dir", str(tmp_path / "gpu"), "--device", "cuda"]
+    cpu = [sys.executable, str(ROOT / "extract_gemma_features.py"), *common, "--output_dir", str(tmp_path / "cpu"),
+           "--device", "cpu"]
+    for cmd in (gpu, cpu):
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-2000:]
+    merged = json.loads((tmp_path / "gpu" / "extraction_metadata.json").read_text())
+    assert merged["counts"]["extracted"] == len(WINDOWS)
+    for v in WINDOWS:
+        a, b = np.load(tmp_path / "gpu" / f"{v}_gemma.npy"), np.load(tmp_path / "cpu" / f"{v}_gemma.npy")
+        assert a.shape == b.shape == (4, TEXT["hidden_size"])
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 3e-2
