@@ -1,7 +1,8 @@
 """Landmark-only recognition on REAL signers: train_simple.py against a linear baseline on the same fixed split.
 
-    python bench_real_landmarks.py                        # plain + default recipe and the baselines, every set (~10 min, 2 CPU cores)
-    python bench_real_landmarks.py --ablation             # + raw/normalized x augment none/light/strong x EMA (~35 min)
+    python bench_real_landmarks.py                        # plain + default recipe and the baselines, every set (~5 min, 2 CPU cores)
+    python bench_real_landmarks.py --ablation             # + raw/normalized x augment none/light/strong x EMA (~10 min, 1 seed)
+    python bench_real_landmarks.py --merge runs/bench_real_landmarks/*/results.json   # one table from earlier runs
     python bench_real_landmarks.py --sets isl13 wlasl_video --seeds 0 1 2
 
 Each landmark set in ../shared/data/landmarks (real MediaPipe Holistic sequences, see NOTES.md there) is written

@@ -187,7 +187,8 @@ def build_parser():
     g.add_argument("--no_class_weights", dest="use_class_weights", action="store_false",
                    help="plain loss (overrides --use_class_weights)")
     g.add_argument("--ema", action="store_true", help="evaluate and save an exponential moving average of weights")
-    g.add_argument("--ema_decay", type=probability, default=0.999, help="EMA decay per step")
+    g.add_argument("--ema_decay", type=probability, default=0.999,
+                   help="EMA decay per step (warmed up as (1+n)/(10+n) over the first steps)")
 
     add_augment_args(p)
 
@@ -389,8 +390,13 @@ def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg,
         if ema is not None:
             # ema += (1 - decay) * (params - ema), and not at all on a skipped step; foreach ops with a device
             # scalar, so nothing waits for the host.
-            rate = (1.0 - args.ema_decay) * (1.0 - skipped)
-            torch._foreach_add_(ema[1], torch._foreach_mul(torch._foreach_sub(params, ema[1]), rate))
+            # The decay warms up as (1 + n) / (10 + n), capped at --ema_decay: early on the average follows the
+            # weights instead of carrying the random initialisation for thousands of steps.
+            ema_model, ema_params, updates = ema
+            decay = torch.clamp((1.0 + updates) / (10.0 + updates), max=args.ema_decay)
+            rate = (1.0 - decay) * (1.0 - skipped)
+            torch._foreach_add_(ema_params, torch._foreach_mul(torch._foreach_sub(params, ema_params), rate))
+            updates.add_(1.0 - skipped)
         kept = 1.0 - skipped
         correct = (topk_correct(logits.detach(), labels, 1).float() * weight).sum()
         return torch.nan_to_num(loss.detach()) * kept, correct * kept, weight.sum() * kept, skipped
@@ -602,7 +608,7 @@ def main(argv=None):
     ema = None
     if args.ema:
         ema_model = copy.deepcopy(model).requires_grad_(False)
-        ema = (ema_model, [p for p in ema_model.parameters()])
+        ema = (ema_model, list(ema_model.parameters()), torch.zeros((), device=device))  # model, params, updates
     augment_cfg = augment_config_from_args(args)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {args.model} ({n_params / 1e6:.1f}M parameters) on {device}"
@@ -626,6 +632,7 @@ def main(argv=None):
         scaler.load_state_dict(resume_state["scaler"])
         if ema is not None and resume_state.get("ema") is not None:
             ema[0].load_state_dict(resume_state["ema"])
+            ema[2].fill_(resume_state.get("ema_updates", 0.0))
         start_epoch, best_top1 = resume_state["epoch"], resume_state["best_val_top1"]
         best_epoch, history = resume_state["best_epoch"], resume_state["history"]
         print(f"resumed from {args.resume} after epoch {start_epoch}")
@@ -633,7 +640,8 @@ def main(argv=None):
     def checkpoint(epoch):
         return {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "ema": ema[0].state_dict() if ema is not None else None, "epoch": epoch,
+                "ema": ema[0].state_dict() if ema is not None else None,
+                "ema_updates": ema[2].item() if ema is not None else 0.0, "epoch": epoch,
                 "best_val_top1": best_top1, "best_epoch": best_epoch, "history": history, "args": vars(args),
                 "label_mapping": label_mapping, "feature_dim": feature_dim, "num_classes": num_classes,
                 "train_counts": train_counts.tolist()}

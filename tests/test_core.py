@@ -311,3 +311,29 @@ def test_tensorboard_logs_epochs_and_lr_per_step(data, tmp_path):
     events.Reload()
     assert len(events.Scalars("lr")) == 2 * 4  # 32 clips / batch 8 = 4 steps per epoch
     assert [e.step for e in events.Scalars("val_top1")] == [1, 2]
+
+
+def test_ema_warms_up_and_resumes(data, tmp_path):
+    """The EMA decay warms up as (1+n)/(10+n): the first update moves the average 90 % of the way to the
+    weights (a fixed 0.999 would move it 0.1 %). Its update count is saved for --resume."""
+    import copy
+    model = SimpleHybridASLModel(3, gemma_feature_dim=8, hidden_dim=16, num_heads=2, modality="landmarks")
+    ema_model = copy.deepcopy(model).requires_grad_(False)
+    ema = (ema_model, list(ema_model.parameters()), torch.zeros(()))
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=torch.tensor(0.1), fused=True)
+    args = train_simple.build_parser().parse_args(["--augment", "none", "--no_landmark_norm"])
+    step = train_simple.make_train_step(model, optimizer, args, torch.ones(3), train_simple.nullcontext(), None,
+                                        torch.amp.GradScaler("cuda", enabled=False), ema, torch.zeros(()),
+                                        torch.zeros(()))
+    batch = (None, torch.rand(4, 6, 162), torch.ones(4, 6, dtype=torch.bool), torch.tensor([0, 1, 2, 0]),
+             torch.ones(4))
+    step(batch)
+    assert ema[2].item() == 1.0
+    for e, p, p0 in zip(ema[1], model.parameters(), start):
+        assert torch.allclose(e, p0 + 0.9 * (p.detach() - p0), atol=1e-6)
+    data_dir, subset = data
+    out = tmp_path / "run"
+    assert run_cli("--data_dir", data_dir, "--subset", subset, "--epochs", "1", "--ema", "--output_dir", out,
+                   *TINY) == 0
+    assert torch.load(out / "last.pt", weights_only=False)["ema_updates"] == 4.0  # 32 clips / batch 8
