@@ -503,7 +503,6 @@ def main(argv=None):
         saved = dict(resume_state["args"])
         saved.update({k: getattr(args, k) for k in given})
         saved["resume"] = args.resume
-        saved.setdefault("output_dir", str(Path(args.resume).parent))
         if "output_dir" not in given:
             saved["output_dir"] = str(Path(args.resume).parent)
         args = argparse.Namespace(**{**vars(args), **saved})
