@@ -337,3 +337,20 @@ def test_ema_warms_up_and_resumes(data, tmp_path):
     assert run_cli("--data_dir", data_dir, "--subset", subset, "--epochs", "1", "--ema", "--output_dir", out,
                    *TINY) == 0
     assert torch.load(out / "last.pt", weights_only=False)["ema_updates"] == 4.0  # 32 clips / batch 8
+
+
+def test_committed_demo_is_what_the_generator_makes(tmp_path):
+    """data/demo is reproducible: the committed generator with its fixed seed writes byte-identical files."""
+    import filecmp
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "data" / "make_demo.py"), "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    committed = root / "data" / "demo"
+    names = ["nslt_demo.json", "wlasl_class_list.txt", "gemma_features/extraction_metadata.json"]
+    names += [f"landmarks/{p.name}" for p in sorted((committed / "landmarks").glob("*.npy"))]
+    names += [f"gemma_features/{p.name}" for p in sorted((committed / "gemma_features").glob("*.npy"))]
+    assert len(names) == 3 + 2 * 174
+    match, mismatch, errors = filecmp.cmpfiles(committed, tmp_path, names, shallow=False)
+    assert not mismatch and not errors
