@@ -182,6 +182,10 @@ def check_user_data(data_dir, subset, modality="hybrid", num_frames=16):
     clips = load_split(split_path)
     gemma_dir, landmarks_dir = data_dir / "gemma_features", data_dir / "landmarks"
     lines = [f"{split_path}: {len(clips)} clips, {len({c.class_id for c in clips.values()})} classes"]
+    for folder, stream in ((gemma_dir, "gemma"), (landmarks_dir, "landmarks")):
+        if modality in ("hybrid", stream) and not folder.is_dir():
+            raise DataError(f"{folder} not found: extract the {stream} files first (README 'Preparing WLASL'), "
+                            f"or check with --modality {'landmarks' if stream == 'gemma' else 'gemma'}")
     feature_dim = None
     if modality != "landmarks":
         with contextlib.redirect_stdout(io.StringIO()) as log:

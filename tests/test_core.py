@@ -354,3 +354,17 @@ def test_committed_demo_is_what_the_generator_makes(tmp_path):
     assert len(names) == 3 + 2 * 174
     match, mismatch, errors = filecmp.cmpfiles(committed, tmp_path, names, shallow=False)
     assert not mismatch and not errors
+
+
+def test_preflight_checks_the_users_data(tmp_path, capsys):
+    import test_nslt1000_fixes as preflight
+    data_dir, subset = make_wlasl_layout(tmp_path, num_classes=2, clips_per_class=(3, 1, 1))
+    vid = next(iter(load_split(data_dir / subset)))
+    (data_dir / "landmarks" / f"{vid}_landmarks.npy").unlink()
+    lines = preflight.check_user_data(data_dir, subset)
+    assert "visual features: 32-wide" in lines
+    assert any(line.startswith("train: using 5 of 6 clips (skipped: 1 missing") for line in lines), lines
+    shutil.rmtree(data_dir / "gemma_features")
+    assert preflight.main(["--data_dir", str(data_dir), "--subset", subset]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  your data: " in out and "gemma_features not found" in out and out.strip().endswith("6 passed, 1 failed")
