@@ -28,7 +28,8 @@ import torch
 
 import plots
 import train_simple
-from wlasl_data import SUBSETS, BatchLoader, DataError, feature_path, landmark_path, load_split, load_splits
+from wlasl_data import (SUBSETS, BatchLoader, DataError, feature_path, landmark_path, load_split, load_splits,
+                        run_cli)
 
 TOP_CONFUSIONS = 50
 
@@ -233,12 +234,7 @@ def main(argv=None):
 
 
 def run(argv=None):
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
-    try:
-        return main(argv)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch
 import train_simple
 from evaluate import amp_context, load_trained_model
 from video_io import VIDEO_EXTENSIONS, VideoError, cv2_missing  # importable without OpenCV; reading needs it
-from wlasl_data import LANDMARK_DIM, ClipError, DataError, load_clip
+from wlasl_data import LANDMARK_DIM, ClipError, DataError, load_clip, run_cli
 
 INSTALL_HINT = "pip install -r requirements-extract.txt"
 
@@ -352,12 +352,7 @@ def main(argv=None):
 
 
 def run(argv=None):
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
-    try:
-        return main(argv)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

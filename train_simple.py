@@ -35,8 +35,7 @@ from augment import add_augment_args, augment_batch, augment_config_from_args
 from hybrid_asl_model import FullHybridASLModel
 from hybrid_asl_model_simple import FUSION_TYPES, MODALITIES, SimpleHybridASLModel
 from landmark_features import landmark_feature_dim, make_landmark_features
-from wlasl_data import (SUBSETS, BatchLoader, DataError, build_label_mapping, load_glosses, load_split,
-                        load_splits)
+from wlasl_data import BatchLoader, DataError, build_label_mapping, load_glosses, load_split, load_splits, run_cli
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = "hybrid-asl-trainer/1"
@@ -787,10 +786,7 @@ def main(argv=None):
 def run(argv=None):
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
-        return main(argv)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_cli(main, argv)
     except torch.OutOfMemoryError:
         print("error: CUDA out of memory; lower --batch_size (e.g. 16 or 8) or --gpu_cache_gb, or use --device cpu",
               file=sys.stderr)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections import Counter, namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,15 @@ Clip = namedtuple("Clip", "video_id subset class_id start_frame end_frame")
 
 class DataError(Exception):
     """A problem with the user's data that one line can explain; the CLIs print it and exit with code 2."""
+
+
+def run_cli(main, argv=None):
+    """Runs a command-line main(argv): a DataError becomes one `error:` line on stderr and exit code 2."""
+    try:
+        return main(argv)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 class ClipError(Exception):
