@@ -16,8 +16,6 @@ metrics.json is never overwritten):
     per_class.png, confusions.png   when matplotlib is installed
 """
 import argparse
-import csv
-import io
 import json
 import sys
 from contextlib import nullcontext
@@ -28,8 +26,7 @@ import torch
 
 import plots
 import train_simple
-from wlasl_data import (SUBSETS, BatchLoader, DataError, feature_path, landmark_path, load_split, load_splits,
-                        run_cli)
+from wlasl_data import SUBSETS, BatchLoader, DataError, load_split, load_splits, run_cli
 
 TOP_CONFUSIONS = 50
 
@@ -82,41 +79,11 @@ def amp_context(device):
     return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
-def data_paths(args):
-    """(data_dir, split file, gemma dir, landmarks dir, cache dir or None) by train_simple's rules."""
-    data_dir = Path(args.data_dir)
-    split_path = Path(args.subset) if Path(args.subset).is_file() else data_dir / args.subset
-    gemma_dir = Path(args.gemma_features_dir or data_dir / "gemma_features")
-    landmarks_dir = Path(args.landmarks_dir or data_dir / "landmarks")
-    cache_dir = None if args.no_cache else Path(args.cache_dir or data_dir / ".cache")
-    return data_dir, split_path, gemma_dir, landmarks_dir, cache_dir
-
-
-def count_train_clips(clips, label_of, num_classes, args, gemma_dir, landmarks_dir):
-    """Training clips per class index: train clips of the split file whose files exist (what training could use).
-
-    Only file existence is checked (cheap: no file is read), so an unreadable file would still be counted.
-    """
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for clip in clips.values():
-        if clip.subset != "train" or clip.class_id not in label_of:
-            continue
-        if args.modality in ("hybrid", "gemma") and not feature_path(gemma_dir, clip.video_id).is_file():
-            continue
-        if args.modality in ("hybrid", "landmarks") and not landmark_path(landmarks_dir, clip.video_id).is_file():
-            continue
-        counts[label_of[clip.class_id]] += 1
-    return counts
-
-
 def per_class_rows(logits, labels, label_mapping, train_counts):
     """One row per class of the checkpoint: clips evaluated and their top-1 / top-5 (empty when n = 0)."""
     num_classes = len(label_mapping)
-    top1 = train_simple.topk_correct(torch.as_tensor(logits), torch.as_tensor(labels), 1).numpy()
-    top5 = train_simple.topk_correct(torch.as_tensor(logits), torch.as_tensor(labels), 5).numpy()
-    n = np.bincount(labels, minlength=num_classes)
-    hits1 = np.bincount(labels, weights=top1, minlength=num_classes)
-    hits5 = np.bincount(labels, weights=top5, minlength=num_classes)
+    n, hits1 = (t.numpy() for t in train_simple.per_class_hits(logits, labels, num_classes, 1))
+    _, hits5 = (t.numpy() for t in train_simple.per_class_hits(logits, labels, num_classes, 5))
     rows = []
     for entry in label_mapping:
         i = entry["index"]
@@ -141,14 +108,6 @@ def confusion_rows(logits, labels, label_mapping, top=TOP_CONFUSIONS):
     return rows
 
 
-def csv_text(rows, fieldnames):
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fieldnames, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def main(argv=None):
     parser, cli = get_args(argv)
     device = train_simple.resolve_device(parser, cli.device)
@@ -161,7 +120,7 @@ def main(argv=None):
     num_classes = checkpoint["num_classes"]
 
     # ---- the split, packed as training packs it --------------------------------------------------------------
-    data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = data_paths(args)
+    data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = train_simple.data_paths(args)
     clips = load_split(split_path)
     for needed, folder, flag in (("hybrid gemma", gemma_dir, "--gemma_features_dir"),
                                  ("hybrid landmarks", landmarks_dir, "--landmarks_dir")):
@@ -199,17 +158,14 @@ def main(argv=None):
               "skipped": {cli.split: dict(split.skipped, nonfinite_landmark_clips=split.nonfinite_landmark_clips)},
               "checkpoint": str(cli.checkpoint), "checkpoint_epoch": checkpoint["epoch"],
               "split_file": str(split_path)}
-    train_counts = checkpoint.get("train_counts")
-    if train_counts is None:
-        train_counts = count_train_clips(clips, label_of, num_classes, args, gemma_dir, landmarks_dir)
-    class_rows = per_class_rows(logits, labels, label_mapping, train_counts)
+    class_rows = per_class_rows(logits, labels, label_mapping, checkpoint["train_counts"])
     mistakes = confusion_rows(logits, labels, label_mapping)
 
     out_dir = Path(cli.output_dir or Path(cli.checkpoint).parent) / f"eval_{cli.split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     train_simple.atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
-    train_simple.atomic_write_text(out_dir / "per_class.csv", csv_text(class_rows, list(class_rows[0])))
-    train_simple.atomic_write_text(out_dir / "confusions.csv", csv_text(mistakes, [
+    train_simple.atomic_write_text(out_dir / "per_class.csv", train_simple.csv_text(class_rows, list(class_rows[0])))
+    train_simple.atomic_write_text(out_dir / "confusions.csv", train_simple.csv_text(mistakes, [
         "true_wlasl_id", "true_gloss", "predicted_wlasl_id", "predicted_gloss", "count"]))
     written = ["metrics.json", "per_class.csv", "confusions.csv"]
     if not cli.no_plots:

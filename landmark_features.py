@@ -32,7 +32,8 @@ The output is finite for any finite input (all-zero clips included); NaN input i
 """
 import torch
 
-LANDMARK_DIM = 162
+from wlasl_data import LANDMARK_DIM
+
 NUM_POINTS = 54                      # 21 + 21 + 12
 LEFT_HAND = slice(0, 21)
 RIGHT_HAND = slice(21, 42)

@@ -11,9 +11,10 @@ is never worth a crash, so no function here raises; each returns the PNG path it
 """
 import csv
 import math
-import os
 import sys
 from pathlib import Path
+
+from wlasl_data import atomic_write
 
 _missing_noted = False
 
@@ -37,10 +38,10 @@ def _pyplot():
 def _save(fig, plt, out_png):
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(out_png.name + f".tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110)  # written under a temporary name, then renamed: never half a PNG
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    try:  # written under a temporary name, then renamed: never half a PNG
+        atomic_write(out_png, lambda f: fig.savefig(f, format="png", dpi=110), "wb")
+    finally:
+        plt.close(fig)
     return out_png
 
 

@@ -15,8 +15,6 @@ train_simple.model_inputs: the same sampling, masks and normalization as trainin
 Prints the top-k glosses with probabilities; --output_csv writes one row per input.
 """
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -341,12 +339,8 @@ def main(argv=None):
         print(f"predicted {len(kept)} of {len(inputs)} inputs" + (f"; {len(failed)} skipped" if failed else ""))
     if cli.output_csv:
         fields = ["input", "frames"] + [f"{key}_{r}" for r in range(1, k + 1) for key in ("gloss", "wlasl_id", "prob")]
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=fields + ["error"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
         Path(cli.output_csv).parent.mkdir(parents=True, exist_ok=True)
-        train_simple.atomic_write_text(cli.output_csv, out.getvalue())
+        train_simple.atomic_write_text(cli.output_csv, train_simple.csv_text(rows, fields + ["error"]))
         print(f"wrote {cli.output_csv}")
     return 0 if kept else 1
 

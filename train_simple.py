@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -35,7 +34,8 @@ from augment import add_augment_args, augment_batch, augment_config_from_args
 from hybrid_asl_model import FullHybridASLModel
 from hybrid_asl_model_simple import FUSION_TYPES, MODALITIES, SimpleHybridASLModel
 from landmark_features import landmark_feature_dim, make_landmark_features
-from wlasl_data import BatchLoader, DataError, build_label_mapping, load_glosses, load_split, load_splits, run_cli
+from wlasl_data import (BatchLoader, DataError, atomic_write, build_label_mapping, load_glosses, load_split,
+                        load_splits, run_cli)
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = "hybrid-asl-trainer/1"
@@ -239,6 +239,16 @@ def resolve_device(parser, name):
 # ----------------------------------------------------------------------------------------------------------------
 # Model, inputs, evaluation
 
+def data_paths(args):
+    """(data_dir, split file, gemma dir, landmarks dir, cache dir or None) from the data flags."""
+    data_dir = Path(args.data_dir)
+    split_path = Path(args.subset) if Path(args.subset).is_file() else data_dir / args.subset
+    gemma_dir = Path(args.gemma_features_dir or data_dir / "gemma_features")
+    landmarks_dir = Path(args.landmarks_dir or data_dir / "landmarks")
+    cache_dir = None if args.no_cache else Path(args.cache_dir or data_dir / ".cache")
+    return data_dir, split_path, gemma_dir, landmarks_dir, cache_dir
+
+
 def place_splits_on_device(splits, device, budget_gb):
     """Which packed splits to keep on the GPU: train first, then val and test, while they fit the budget."""
     on_device, left = {}, budget_gb * 1e9 if device.type == "cuda" else 0
@@ -288,14 +298,19 @@ def classification_metrics(logits, labels, num_classes):
     if len(labels) == 0:
         return dict(top1=0.0, top5=0.0, per_class_top1=0.0, per_class_top5=0.0, loss=float("nan"), n=0)
     metrics = dict(n=len(labels), loss=F.cross_entropy(logits, labels).item())
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    present = counts > 0
     for k in (1, 5):
-        correct = topk_correct(logits, labels, k).float()
-        per_class = torch.bincount(labels, weights=correct, minlength=num_classes) / counts.clamp(min=1)
-        metrics[f"top{k}"] = correct.mean().item()
-        metrics[f"per_class_top{k}"] = per_class[present].mean().item()
+        counts, hits = per_class_hits(logits, labels, num_classes, k)
+        metrics[f"top{k}"] = (hits.sum() / counts.sum()).item()
+        metrics[f"per_class_top{k}"] = (hits / counts.clamp(min=1))[counts > 0].mean().item()
     return {key: metrics[key] for key in ("top1", "top5", "per_class_top1", "per_class_top5", "loss", "n")}
+
+
+def per_class_hits(logits, labels, num_classes, k):
+    """(clips per class, clips per class whose label is in the top k), as float tensors of length num_classes."""
+    logits, labels = torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64)
+    correct = topk_correct(logits, labels, k).float()
+    return (torch.bincount(labels, minlength=num_classes).float(),
+            torch.bincount(labels, weights=correct, minlength=num_classes))
 
 
 def make_eval_step(model, loader, args, amp_ctx, compile_forward=False):
@@ -437,22 +452,6 @@ class CudaGraphStep:
 # ----------------------------------------------------------------------------------------------------------------
 # Files: everything is written to a temporary name first, then renamed, so a crash never leaves half a file
 
-def atomic_write(path, write, mode):
-    """write(file) into a temporary name, then rename it over path. On any failure (disk full, Ctrl-C) the
-    previous file stays as it was and the temporary one is removed."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def atomic_write_text(path, text):
     atomic_write(path, lambda f: f.write(text), "w")
 
@@ -461,14 +460,17 @@ def atomic_torch_save(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
-def write_summary(path, history):
-    if not history:
-        return
+def csv_text(rows, fieldnames):
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(history[0]))
+    writer = csv.DictWriter(out, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, out.getvalue())
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_summary(path, history):
+    if history:
+        atomic_write_text(path, csv_text(history, list(history[0])))
 
 
 def load_checkpoint(path):
@@ -522,10 +524,7 @@ def main(argv=None):
     device = resolve_device(parser, args.device)
 
     # ---- data ------------------------------------------------------------------------------------------------
-    data_dir = Path(args.data_dir)
-    split_path = Path(args.subset) if Path(args.subset).is_file() else data_dir / args.subset
-    gemma_dir = Path(args.gemma_features_dir or data_dir / "gemma_features")
-    landmarks_dir = Path(args.landmarks_dir or data_dir / "landmarks")
+    data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = data_paths(args)
     clips = load_split(split_path)
     for needed, folder, flag, other in (("hybrid gemma", gemma_dir, "--gemma_features_dir", "landmarks"),
                                         ("hybrid landmarks", landmarks_dir, "--landmarks_dir", "gemma")):
@@ -548,7 +547,6 @@ def main(argv=None):
                         f"({len(resume_state['label_mapping'])} classes, feature width {resume_state['feature_dim']}) "
                         f"than this data ({num_classes} classes, feature width {feature_dim}); resume with the "
                         f"run's own --data_dir and --subset")
-    cache_dir = None if args.no_cache else Path(args.cache_dir or data_dir / ".cache")
     splits = load_splits(clips, label_of, gemma_dir, landmarks_dir, args.modality, args.num_frames, feature_dim,
                          cache_dir=cache_dir, subset_name=split_path.name)
     print(f"{split_path}: {num_classes} classes, modality {args.modality}")

@@ -9,6 +9,7 @@ video_io.py - the one place that reads videos (landmark extraction, Gemma featur
 25 fps; they are converted to the video's own frame rate here, an end beyond the video is clamped, and
 end_frame -1 or None means "to the end". Decoding uses OpenCV (opencv-python-headless).
 """
+import json
 import os
 
 import numpy as np
@@ -18,7 +19,7 @@ try:
 except ImportError:  # the training CLI never imports this module; extraction tools need the extras
     cv2 = None
 
-from wlasl_data import uniform_indices  # the same temporal sampling as training uses (segment centres)
+from wlasl_data import atomic_write, uniform_indices  # the same temporal sampling as training uses (segment centres)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 SPLIT_FPS = 25.0  # WLASL start/end frames are counted at 25 fps
@@ -182,19 +183,11 @@ def list_jobs(input_dirs, extensions, split=None):
 
 
 def atomic_save_npy(path, array):
-    tmp = str(path) + ".tmp"
-    with open(tmp, "wb") as f:  # a file object, so np.save does not append .npy to the temporary name
-        np.save(f, array)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.save(f, array), "wb")  # a file object: np.save adds no .npy to the name
 
 
 def atomic_write_json(path, obj):
-    import json
-    tmp = str(path) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), "w")
 
 
 METADATA_NAME = "extraction_metadata.json"
@@ -221,7 +214,6 @@ def write_metadata(output_dir, meta, index, count):
 
 def merge_metadata(output_dir, count):
     """Merges the `count` shard files into extraction_metadata.json (counts summed, failures joined) if all exist."""
-    import json
     parts = []
     for k in range(count):
         path = os.path.join(output_dir, shard_metadata_name(k, count))

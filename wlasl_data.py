@@ -37,6 +37,22 @@ class DataError(Exception):
     """A problem with the user's data that one line can explain; the CLIs print it and exit with code 2."""
 
 
+def atomic_write(path, write, mode):
+    """write(file) into a temporary name, then rename it over path. On any failure (disk full, Ctrl-C) the
+    previous file stays as it was and the temporary one is removed."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def run_cli(main, argv=None):
     """Runs a command-line main(argv): a DataError becomes one `error:` line on stderr and exit code 2."""
     try:

@@ -184,25 +184,27 @@ def test_predict_errors_are_one_line(trained, tmp_path, capsys):
     assert "missing.mp4 not found" in one_line_error(capsys)
 
 
-def test_predict_video_with_hybrid_checkpoint_needs_the_gemma_model(trained, tmp_path, capsys):
-    """The generated data has no extraction_metadata.json, so nothing names the Gemma model: say so."""
+@pytest.fixture
+def real_video():
+    """A real WLASL clip for the video paths; skipped without the extras or ../shared."""
     pytest.importorskip("mediapipe")
     pytest.importorskip("cv2")
     if not WLASL_RAW.is_dir():
         pytest.skip("../shared/data/videos absent")
+    return WLASL_RAW / "00335.mp4"
+
+
+def test_predict_video_with_hybrid_checkpoint_needs_the_gemma_model(trained, tmp_path, capsys, real_video):
+    """The generated data has no extraction_metadata.json, so nothing names the Gemma model: say so."""
     _, _, runs = trained
     assert predict.run(["--checkpoint", str(runs["hybrid"] / "best.pt"), "--video",
-                        str(WLASL_RAW / "00335.mp4")]) == 2
+                        str(real_video)]) == 2
     assert "--gemma_model" in one_line_error(capsys)
 
 
-def test_predict_real_video_end_to_end_with_a_landmark_checkpoint(trained, tmp_path, capsys):
-    pytest.importorskip("mediapipe")
-    pytest.importorskip("cv2")
-    if not WLASL_RAW.is_dir():
-        pytest.skip("../shared/data/videos absent")
+def test_predict_real_video_end_to_end_with_a_landmark_checkpoint(trained, tmp_path, capsys, real_video):
     _, _, runs = trained
-    assert predict.run(["--checkpoint", str(runs["landmarks"] / "best.pt"), "--video", str(WLASL_RAW / "00335.mp4"),
+    assert predict.run(["--checkpoint", str(runs["landmarks"] / "best.pt"), "--video", str(real_video),
                         "--output_csv", str(tmp_path / "one.csv"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "00335.mp4: top-4 of 4 glosses (16 frames)" in out and "4. gloss" in out

@@ -421,7 +421,7 @@ def test_text_write_interrupted_half_way(tmp_path, monkeypatch):
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(train_simple.os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError):
         train_simple.atomic_write_text(path, json.dumps({"top1": 0.9, "pad": "x" * 10000}))
     assert json.loads(path.read_text()) == {"top1": 0.5}
