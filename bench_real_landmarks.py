@@ -1,23 +1,28 @@
-"""Landmark-only recognition on REAL signers: train_simple.py against a linear baseline on the same fixed split.
+"""Landmark-only recognition on REAL signers: train_simple.py against a linear baseline on the same splits.
 
-    python bench_real_landmarks.py                        # plain + default recipe and the baselines, every set (~5 min, 2 CPU cores)
-    python bench_real_landmarks.py --ablation             # + raw/normalized x augment none/light/strong x EMA (~10 min, 1 seed)
+    python bench_real_landmarks.py                        # plain + default recipe and the baselines, every set
+    python bench_real_landmarks.py --ablation --split_seeds 1234 1235 1236 --jobs 16   # the BENCHMARKS.md table
     python bench_real_landmarks.py --merge runs/bench_real_landmarks/*/results.json   # one table from earlier runs
     python bench_real_landmarks.py --sets isl13 wlasl_video --seeds 0 1 2
 
 Each landmark set in ../shared/data/landmarks (real MediaPipe Holistic sequences, see NOTES.md there) is written
-into the WLASL layout (<out>/<set>/data: split.json with "subset"/"action", {id}_landmarks.npy,
-wlasl_class_list.txt) with a seeded, stratified split, then:
+into the WLASL layout (<out>/<set>/split<k>/data: split.json with "subset"/"action", {id}_landmarks.npy,
+wlasl_class_list.txt) with a seeded, stratified split per --split_seeds, then:
   - the model: `python train_simple.py --modality landmarks ...` as a subprocess (the real CLI), CPU-sized;
     train_simple picks its best epoch on val and evaluates test once;
   - the baseline: a ridge classifier on the mean and std over frames of the shoulder-normalized landmark channels
     (landmark_features.make_landmark_features, the same 16 uniformly sampled frames the model sees), its
-    regularization chosen on val, test scored once. A ridge on pooled raw coordinates is reported beside it.
-Sets: bsl16 (16 classes x 100), isl13 (13 x 30), wlasl_video (the 122 clips cut from real WLASL videos) and
-wlasl_xsource (train/val on the 'ahmed' WLASL clips, test on the held-out 'jeffery' clips of the classes both
-sources share: a different extraction pipeline and different videos/signers).
-With --ablation every configuration is scored on val; the one with the best mean val top-1 is the chosen
-recipe (ties: lower val loss), and test is shown only for the fixed reference recipes (plain, default) and the chosen one.
+    regularization and class weighting chosen on val, test scored once. A ridge on raw coordinates is beside it.
+Sets:
+  bsl16, isl13        70/15/15 % per class;
+  bsl16_k8, isl13_k8  the same recordings under WLASL's data budget: 8 training clips per class (the median of
+                      nslt_1000's training split), 4 val, the rest test;
+  wlasl_video         the 122 clips cut from real WLASL videos, 60/20/20 %;
+  wlasl_xsource       train/val on the 'ahmed' WLASL clips, test on the held-out 'jeffery' clips of the classes
+                      both sources share (a different extraction pipeline, different videos and signers).
+With --ablation every configuration is scored on val; the one with the best mean val top-1 over all splits and
+seeds is the chosen recipe (ties: lower val loss), and test is shown only for the fixed reference recipes (plain,
+default) and the chosen one. The chosen recipe is compared with the normalized ridge split by split.
 Writes <out>/results.json and <out>/results.md (atomically); prints one line per run.
 """
 import argparse
@@ -26,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +40,12 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from landmark_features import make_landmark_features  # noqa: E402
-from wlasl_data import LANDMARK_DIM, uniform_indices  # noqa: E402
+from wlasl_data import LANDMARK_DIM, atomic_write, uniform_indices  # noqa: E402
 
 LANDMARKS = ROOT.parent / "shared" / "data" / "landmarks"
-SETS = ("bsl16", "isl13", "wlasl_video", "wlasl_xsource")
+SETS = ("bsl16", "isl13", "bsl16_k8", "isl13_k8", "wlasl_video", "wlasl_xsource")
+# WLASL's budget: nslt_1000's training split has a median of 8 clips per class (min 6, val median 2)
+BUDGET_TRAIN, BUDGET_VAL = 8, 4
 # The recipes: (name, train_simple flags). "plain" is the legacy behaviour, "default" what a user gets now.
 CONFIGS = {
     "plain": ["--augment", "none", "--no_landmark_norm"],
@@ -46,20 +54,18 @@ CONFIGS = {
     "default": [],                                   # normalized landmarks, --augment light
     "norm+strong": ["--augment", "strong"],
     "default+ema": ["--ema", "--ema_decay", "0.995"],  # 0.995: runs here are ~0.4-1.4k steps; 0.999 would still hold init weights
-    "default+classw": ["--use_class_weights"],          # follow-up for the imbalanced cross-source split (not in --ablation)
+    "default+classw": ["--use_class_weights"],          # the design note's recommendation for imbalanced data
 }
-ABLATION = ("plain", "raw+light", "norm+none", "default", "norm+strong", "default+ema")
+ABLATION = ("plain", "raw+light", "norm+none", "default", "norm+strong", "default+ema", "default+classw")
 REFERENCE = ("plain", "default")
-# CPU-sized model; epochs per set so that every set gets a similar number of optimizer steps (~1.2-1.6k)
+# CPU-sized model; epochs per set so that every set gets a similar number of optimizer steps (~0.4-1.4k)
 MODEL_FLAGS = ["--hidden_dim", "128", "--num_heads", "4", "--num_layers", "2", "--dropout", "0.3",
                "--lr", "1e-3", "--warmup_epochs", "3", "--batch_size", "32", "--device", "cpu", "--no_cache"]
-EPOCHS = {"bsl16": 40, "isl13": 120, "wlasl_video": 200, "wlasl_xsource": 200}
+EPOCHS = {"bsl16": 40, "isl13": 120, "bsl16_k8": 250, "isl13_k8": 250, "wlasl_video": 200, "wlasl_xsource": 200}
 
 
-def atomic_write(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    Path(tmp).write_text(text)
-    os.replace(tmp, path)
+def write_text(path, text):
+    atomic_write(path, lambda f: f.write(text), "w")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -67,8 +73,9 @@ def atomic_write(path, text):
 
 def load_set(name):
     """-> (list of (T,162) float32 sequences, labels (N,), class names, extra per-sequence info)."""
-    if name in ("bsl16", "isl13"):
-        d = np.load(LANDMARKS / f"{name}_162.npz")
+    base = name.removesuffix("_k8")
+    if base in ("bsl16", "isl13"):
+        d = np.load(LANDMARKS / f"{base}_162.npz")
         return list(d["X"].astype(np.float32)), d["y"].astype(np.int64), list(d["classes"]), {}
     d = np.load(LANDMARKS / "wlasl_small_fullvideo_162.npz")
     keep = np.flatnonzero(d["from_wlasl_video"])   # only the clips cut from real WLASL videos
@@ -78,12 +85,22 @@ def load_set(name):
 
 def stratified_split(labels, fractions, seed):
     """Per class: shuffle (seeded) and cut into train/val/test by fractions; every split gets >=1 clip per class."""
+    counts = lambda n: (max(1, round(fractions[1] * n)), max(1, round(fractions[2] * n)) if fractions[2] > 0 else 0)
+    return per_class_split(labels, counts, seed)
+
+
+def budget_split(labels, n_train, n_val, seed):
+    """Per class: n_train training clips, n_val val clips, every other clip is test."""
+    return per_class_split(labels, lambda n: (n_val, n - n_train - n_val), seed)
+
+
+def per_class_split(labels, counts, seed):
+    """counts(n) -> (n_val, n_test) for a class of n clips; the rest is train."""
     rng = np.random.default_rng(seed)
     subset = np.empty(len(labels), dtype=object)
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = max(1, round(fractions[1] * len(idx)))
-        n_test = max(1, round(fractions[2] * len(idx))) if fractions[2] > 0 else 0
+        n_val, n_test = counts(len(idx))
         subset[idx[:n_val]] = "val"
         subset[idx[n_val:n_val + n_test]] = "test"
         subset[idx[n_val + n_test:]] = "train"
@@ -94,6 +111,8 @@ def make_split(name, labels, extra, seed):
     """subset per sequence ('train'|'val'|'test'|None = unused) for a benchmark set."""
     if name in ("bsl16", "isl13"):
         return stratified_split(labels, (0.70, 0.15, 0.15), seed)
+    if name.endswith("_k8"):
+        return budget_split(labels, BUDGET_TRAIN, BUDGET_VAL, seed)
     if name == "wlasl_video":
         return stratified_split(labels, (0.60, 0.20, 0.20), seed)
     # cross-source: everything from 'ahmed' for train/val, test = 'jeffery' clips of the classes ahmed also has
@@ -117,8 +136,8 @@ def write_wlasl_layout(folder, seqs, labels, classes, subset, prefix):
         vid = f"{prefix}{i:05d}"
         np.save(lm_dir / f"{vid}_landmarks.npy", x)
         split[vid] = {"subset": s, "action": [int(y), 1, len(x)]}
-    atomic_write(folder / "split.json", json.dumps(split, indent=1))
-    atomic_write(folder / "wlasl_class_list.txt", "".join(f"{i}\t{c}\n" for i, c in enumerate(classes)))
+    write_text(folder / "split.json", json.dumps(split, indent=1))
+    write_text(folder / "wlasl_class_list.txt", "".join(f"{i}\t{c}\n" for i, c in enumerate(classes)))
     return split
 
 
@@ -143,7 +162,7 @@ def pooled_features(seqs, num_frames, normalize):
 
 
 def ridge_baseline(seqs, labels, subset, num_frames, normalize):
-    """RidgeClassifier on standardized pooled features; alpha chosen on val, test scored once."""
+    """RidgeClassifier on standardized pooled features; alpha and class weighting chosen on val, test scored once."""
     from sklearn.linear_model import RidgeClassifier
     from sklearn.preprocessing import StandardScaler
     X = pooled_features(seqs, num_frames, normalize)
@@ -151,55 +170,78 @@ def ridge_baseline(seqs, labels, subset, num_frames, normalize):
     scaler = StandardScaler().fit(X[tr])
     X = scaler.transform(X)
     best = None
-    for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0):
-        clf = RidgeClassifier(alpha=alpha).fit(X[tr], labels[tr])
-        val = float((clf.predict(X[va]) == labels[va]).mean())
-        if best is None or val > best[0]:
-            best = (val, alpha, clf)
-    val, alpha, clf = best
-    return {"val_top1": val, "test_top1": float((clf.predict(X[te]) == labels[te]).mean()), "alpha": alpha}
+    for class_weight in (None, "balanced"):      # the model's counterpart: --use_class_weights
+        for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0):
+            clf = RidgeClassifier(alpha=alpha, class_weight=class_weight).fit(X[tr], labels[tr])
+            val = float((clf.predict(X[va]) == labels[va]).mean())
+            if best is None or val > best[0]:
+                best = (val, alpha, class_weight, clf)
+    val, alpha, class_weight, clf = best
+    return {"val_top1": val, "test_top1": float((clf.predict(X[te]) == labels[te]).mean()), "alpha": alpha,
+            "class_weight": class_weight}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The model, through the real CLI
 
-def train_model(data_dir, run_dir, config, seed, epochs, extra_flags):
+def train_model(data_dir, run_dir, config, seed, epochs, extra_flags, threads, keep_checkpoints):
     cmd = [sys.executable, str(ROOT / "train_simple.py"), "--modality", "landmarks", "--data_dir", str(data_dir),
            "--subset", "split.json", "--output_dir", str(run_dir), "--seed", str(seed), "--epochs", str(epochs),
            *MODEL_FLAGS, *CONFIGS[config], *extra_flags]
     done = run_dir / "bench_command.json"
-    if done.is_file() and (run_dir / "metrics.json").is_file() and json.loads(done.read_text())["command"] == cmd[1:]:
+    if done.is_file() and (run_dir / "metrics.json").is_file() and json.loads(done.read_text())["command"] == cmd[2:]:
         m = json.loads((run_dir / "metrics.json").read_text())   # the same run finished before: reuse it
         return {**run_summary(m, cmd), "seconds": json.loads(done.read_text())["seconds"], "reused": True}
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None   # torch's intra-op threads
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise SystemExit(f"error: train_simple.py failed ({proc.returncode}) for {run_dir}: {' | '.join(tail)}")
     seconds = round(time.time() - t0, 1)
-    atomic_write(done, json.dumps({"command": cmd[1:], "seconds": seconds}))
+    if not keep_checkpoints:   # hundreds of runs: keep the metrics, not the weights
+        for f in ("best.pt", "last.pt"):
+            (run_dir / f).unlink(missing_ok=True)
+    # the interpreter path differs between machines; the command from the script on is what identifies the run
+    write_text(done, json.dumps({"command": cmd[2:], "seconds": seconds}))
     return {**run_summary(json.loads((run_dir / "metrics.json").read_text()), cmd), "seconds": seconds}
 
 
 def run_summary(m, cmd):
     return {"val_top1": m["val"]["top1"], "val_loss": m["val"]["loss"], "test_top1": m["test"]["top1"],
-            "test_n": m["test"]["n"], "best_epoch": m["best_epoch"], "command": " ".join(cmd[1:])}
+            "test_n": m["test"]["n"], "best_epoch": m["best_epoch"], "command": " ".join(cmd[2:])}
 
 
 def mean(xs):
     return float(np.mean(xs)) if len(xs) else float("nan")
 
 
+def compare_with_ridge(res, config):
+    """Split by split: (mean over training seeds of the model's test top-1) - (normalized ridge's test top-1).
+    'clearly above' = above on every split and the mean difference above 2 standard errors (over splits)."""
+    diffs = []
+    for k, split in res["splits"].items():
+        model = [r["test_top1"] for r in res["models"][config]["runs"] if str(r["split_seed"]) == k]
+        diffs.append(mean(model) - split["baseline"]["ridge_normalized"]["test_top1"])
+    d = np.array(diffs)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"config": config, "diff_mean": float(d.mean()), "diff_se": se, "splits_above": int((d > 0).sum()),
+            "splits": len(d), "clearly_above": bool((d > 0).all() and len(d) > 1 and d.mean() > 2 * se)}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="which benchmark sets to run")
     p.add_argument("--ablation", action="store_true",
-                   help="run every configuration (raw/normalized, augment none/light/strong, EMA), not only plain and default")
+                   help="run every configuration (raw/normalized, augment none/light/strong, EMA, class weights)")
     p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS), help="explicit configurations to run")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds per configuration (split seed is fixed)")
-    p.add_argument("--split_seed", type=int, default=1234, help="seed of the stratified split")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds per configuration and split")
+    p.add_argument("--split_seeds", nargs="+", type=int, default=[1234], help="seeds of the stratified splits")
     p.add_argument("--num_frames", type=int, default=16, help="frames per clip (train_simple --num_frames)")
     p.add_argument("--epochs_scale", type=float, default=1.0, help="multiply every set's epoch count (e.g. 0.25 for a smoke run)")
+    p.add_argument("--jobs", type=int, default=1, help="training runs at a time (each gets --threads CPU threads)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per training run (0: torch's default)")
+    p.add_argument("--keep_checkpoints", action="store_true", help="keep every run's best.pt/last.pt")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench_real_landmarks"), help="output folder")
     p.add_argument("--merge", nargs="+", default=None, metavar="RESULTS_JSON",
                    help="print one table from earlier results.json files and exit (no training)")
@@ -214,75 +256,107 @@ def main():
     configs = args.configs or list(ABLATION if args.ablation else REFERENCE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"split_seed": args.split_seed, "seeds": args.seeds, "num_frames": args.num_frames,
+    results = {"split_seeds": args.split_seeds, "seeds": args.seeds, "num_frames": args.num_frames,
                "model_flags": MODEL_FLAGS, "configs": {c: CONFIGS[c] for c in configs}, "sets": {}}
 
+    # every split written and its baselines fitted first; then all training runs, --jobs at a time
+    jobs = []
     for name in args.sets:
         seqs, labels, classes, extra = load_set(name)
-        subset = make_split(name, labels, extra, args.split_seed)
-        used = np.array([s is not None for s in subset])
-        data_dir = out / name / "data"
-        write_wlasl_layout(data_dir, seqs, labels, classes, subset, prefix=f"{name}_")
-        sizes = {s: int((subset == s).sum()) for s in ("train", "val", "test")}
-        sizes["classes_train"] = int(len(np.unique(labels[subset == "train"])))
-        sizes["classes_test"] = int(len(np.unique(labels[subset == "test"])))
-        seqs_u = [s for s, u in zip(seqs, used) if u]
-        res = {"sizes": sizes, "baseline": {}, "models": {}}
-        for key, norm in (("ridge_normalized", True), ("ridge_raw", False)):
-            res["baseline"][key] = ridge_baseline(seqs_u, labels[used], subset[used], args.num_frames, norm)
-        b = res["baseline"]["ridge_normalized"]
-        print(f"[{name}] train/val/test {sizes['train']}/{sizes['val']}/{sizes['test']} "
-              f"({sizes['classes_train']} classes): ridge val {b['val_top1']:.3f} test {b['test_top1']:.3f} "
-              f"(raw: test {res['baseline']['ridge_raw']['test_top1']:.3f})", flush=True)
-        epochs = max(1, round(EPOCHS[name] * args.epochs_scale))
-        for config in configs:
-            runs = []
-            for seed in args.seeds:
-                r = train_model(data_dir, out / name / f"{config}-s{seed}", config, seed, epochs,
-                                ["--num_frames", str(args.num_frames)])
-                runs.append(r)
-                print(f"[{name}] {config:12s} seed {seed}: val {r['val_top1']:.3f} test {r['test_top1']:.3f} "
-                      f"(best epoch {r['best_epoch']}/{epochs}, {r['seconds']:.0f}s)", flush=True)
-            res["models"][config] = {"val_top1": mean([r["val_top1"] for r in runs]),
-                                     "val_loss": mean([r["val_loss"] for r in runs]),
-                                     "test_top1": mean([r["test_top1"] for r in runs]), "runs": runs}
+        res = results["sets"][name] = {"splits": {}, "models": {c: {"runs": []} for c in configs}}
+        for split_seed in args.split_seeds:
+            subset = make_split(name, labels, extra, split_seed)
+            used = np.array([s is not None for s in subset])
+            data_dir = out / name / f"split{split_seed}" / "data"
+            write_wlasl_layout(data_dir, seqs, labels, classes, subset, prefix=f"{name}_")
+            sizes = {s: int((subset == s).sum()) for s in ("train", "val", "test")}
+            sizes["classes_train"] = int(len(np.unique(labels[subset == "train"])))
+            sizes["classes_test"] = int(len(np.unique(labels[subset == "test"])))
+            seqs_u = [s for s, u in zip(seqs, used) if u]
+            baseline = {key: ridge_baseline(seqs_u, labels[used], subset[used], args.num_frames, norm)
+                        for key, norm in (("ridge_normalized", True), ("ridge_raw", False))}
+            res["splits"][str(split_seed)] = {"sizes": sizes, "baseline": baseline}
+            b = baseline["ridge_normalized"]
+            print(f"[{name} split {split_seed}] train/val/test {sizes['train']}/{sizes['val']}/{sizes['test']} "
+                  f"({sizes['classes_train']} classes): ridge val {b['val_top1']:.3f} test {b['test_top1']:.3f} "
+                  f"(raw: test {baseline['ridge_raw']['test_top1']:.3f})", flush=True)
+            epochs = max(1, round(EPOCHS[name] * args.epochs_scale))
+            for config in configs:
+                for seed in args.seeds:
+                    jobs.append((name, split_seed, config, seed, data_dir,
+                                 out / name / f"split{split_seed}" / f"{config}-s{seed}", epochs))
+
+    def run_job(job):
+        name, split_seed, config, seed, data_dir, run_dir, epochs = job
+        return job, train_model(data_dir, run_dir, config, seed, epochs, ["--num_frames", str(args.num_frames)],
+                                args.threads, args.keep_checkpoints)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for n_done, future in enumerate(as_completed([pool.submit(run_job, j) for j in jobs]), 1):
+            (name, split_seed, config, seed, _, _, epochs), r = future.result()
+            results["sets"][name]["models"][config]["runs"].append({**r, "split_seed": split_seed, "seed": seed})
+            print(f"[{n_done}/{len(jobs)}] [{name} split {split_seed}] {config:14s} seed {seed}: "
+                  f"val {r['val_top1']:.3f} test {r['test_top1']:.3f} "
+                  f"(best epoch {r['best_epoch']}/{epochs}, {r['seconds']:.0f}s)", flush=True)
+
+    for name, res in results["sets"].items():
+        for m in res["models"].values():
+            m["runs"].sort(key=lambda r: (r["split_seed"], r["seed"]))
+            for key in ("val_top1", "val_loss", "test_top1"):
+                m[key] = mean([r[key] for r in m["runs"]])
+            m["test_std"] = float(np.std([r["test_top1"] for r in m["runs"]]))
+        for key in ("ridge_normalized", "ridge_raw"):
+            tests = [s["baseline"][key]["test_top1"] for s in res["splits"].values()]
+            res[key] = {"val_top1": mean([s["baseline"][key]["val_top1"] for s in res["splits"].values()]),
+                        "test_top1": mean(tests), "test_std": float(np.std(tests))}
         # best mean val top-1; ties (common near the ceiling) go to the lower val loss
         chosen = max(configs, key=lambda c: (res["models"][c]["val_top1"], -res["models"][c]["val_loss"]))
         res["chosen_on_val"] = chosen
-        results["sets"][name] = res
-        atomic_write(out / "results.json", json.dumps(results, indent=2))
-
-    atomic_write(out / "results.md", results_table(results))
+        res["vs_ridge"] = {c: compare_with_ridge(res, c) for c in dict.fromkeys([chosen, *REFERENCE]) if c in configs}
+    write_text(out / "results.json", json.dumps(results, indent=2))
+    write_text(out / "results.md", results_table(results))
     print(results_table(results))
     print(f"-> {out / 'results.json'}")
     return 0
 
 
+def sizes_cell(res):
+    """train/val/test (classes) of the first split (every split of a set has the same sizes)."""
+    s = next(iter(res["splits"].values()))["sizes"]
+    return f"{s['train']}/{s['val']}/{s['test']} ({s['classes_train']})"
+
+
 def results_table(*all_results):
-    """Markdown: val top-1 of every configuration; test top-1 for the baselines, the reference recipes and the
-    configuration chosen on val (mean over seeds). Several results.json contents make one table."""
+    """Markdown: val top-1 of every configuration; test top-1 (mean ± std over splits and seeds) for the baselines,
+    the reference recipes and the configuration chosen on val; the chosen recipe minus ridge, split by split."""
     configs = list(dict.fromkeys(c for results in all_results for c in results["configs"]))
-    lines = ["| set | train/val/test (classes) | seeds | ridge raw | ridge norm | "
-             + " | ".join(configs) + " | chosen on val |",
-             "|---|---|---|---|---|" + "---|" * len(configs) + "---|"]
-    rows = [(name, r, results["seeds"]) for results in all_results for name, r in results["sets"].items()]
-    for name, r, seeds in rows:
-        s = r["sizes"]
+    lines = ["| set | train/val/test (classes) | splits x seeds | ridge raw | ridge norm | "
+             + " | ".join(configs) + " | chosen on val | chosen - ridge norm (splits above) |",
+             "|---|---|---|---|---|" + "---|" * len(configs) + "---|---|"]
+    rows = [(name, r, results) for results in all_results for name, r in results["sets"].items()]
+    for name, r, results in rows:
         cells = []
         for c in configs:
             if c not in r["models"]:
                 cells.append("-")
                 continue
             m = r["models"][c]
-            test = f" / **{m['test_top1']:.3f}**" if c in REFERENCE or c == r["chosen_on_val"] else ""
+            test = (f" / **{m['test_top1']:.3f}** ±{m['test_std']:.3f}"
+                    if c in REFERENCE or c == r["chosen_on_val"] else "")
             cells.append(f"{m['val_top1']:.3f}{test}")
-        rb, nb = r["baseline"]["ridge_raw"], r["baseline"]["ridge_normalized"]
-        lines.append(f"| {name} | {s['train']}/{s['val']}/{s['test']} ({s['classes_train']}) | {len(seeds)} | "
-                     f"{rb['val_top1']:.3f} / **{rb['test_top1']:.3f}** | {nb['val_top1']:.3f} / **{nb['test_top1']:.3f}** | "
-                     + " | ".join(cells) + f" | {r['chosen_on_val']} |")
+        rb, nb = r["ridge_raw"], r["ridge_normalized"]
+        v = r["vs_ridge"][r["chosen_on_val"]]
+        verdict = "clearly above" if v["clearly_above"] else ("below" if v["diff_mean"] < 0 else "not clearly above")
+        lines.append(f"| {name} | {sizes_cell(r)} | {len(results['split_seeds'])} x {len(results['seeds'])} | "
+                     f"{rb['val_top1']:.3f} / **{rb['test_top1']:.3f}** ±{rb['test_std']:.3f} | "
+                     f"{nb['val_top1']:.3f} / **{nb['test_top1']:.3f}** ±{nb['test_std']:.3f} | "
+                     + " | ".join(cells) + f" | {r['chosen_on_val']} | {v['diff_mean']:+.3f} ±{v['diff_se']:.3f} "
+                     f"({v['splits_above']}/{v['splits']}): {verdict} |")
     lines.append("")
-    lines.append("Cells: val top-1 / **test top-1** (test only for the baselines, the reference recipes and the "
-                 "configuration chosen on val); the model's numbers are means over the training seeds.")
+    lines.append("Cells: val top-1 / **test top-1** ±std (test only for the baselines, the reference recipes and the "
+                 "configuration chosen on val); means over every split and training seed. Last column: the chosen "
+                 "recipe's test top-1 minus the normalized ridge's, mean ± standard error over splits; 'clearly "
+                 "above' = above on every split and by more than 2 standard errors.")
     return "\n".join(lines) + "\n"
 
 
