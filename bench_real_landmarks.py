@@ -40,7 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from landmark_features import make_landmark_features  # noqa: E402
-from wlasl_data import LANDMARK_DIM, atomic_write, uniform_indices  # noqa: E402
+from train_simple import atomic_write_text as write_text  # noqa: E402
+from wlasl_data import LANDMARK_DIM, uniform_indices  # noqa: E402
 
 LANDMARKS = ROOT.parent / "shared" / "data" / "landmarks"
 SETS = ("bsl16", "isl13", "bsl16_k8", "isl13_k8", "wlasl_video", "wlasl_xsource")
@@ -62,10 +63,6 @@ REFERENCE = ("plain", "default")
 MODEL_FLAGS = ["--hidden_dim", "128", "--num_heads", "4", "--num_layers", "2", "--dropout", "0.3",
                "--lr", "1e-3", "--warmup_epochs", "3", "--batch_size", "32", "--device", "cpu", "--no_cache"]
 EPOCHS = {"bsl16": 40, "isl13": 120, "bsl16_k8": 250, "isl13_k8": 250, "wlasl_video": 200, "wlasl_xsource": 200}
-
-
-def write_text(path, text):
-    atomic_write(path, lambda f: f.write(text), "w")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 
@@ -161,17 +162,30 @@ def project_phase(cfg):
 
 
 def _child(fn, cfg, queue):
-    queue.put(fn(cfg))
+    try:
+        queue.put(("ok", fn(cfg)))
+    except BaseException as e:  # reported by the parent as one line
+        queue.put(("failed", f"{type(e).__name__}: {e}"))
 
 
 def run_phase(fn, cfg):
-    """Runs one phase in a fresh (non-daemon, so DataLoader workers are allowed) child process."""
+    """Runs one phase in a fresh (non-daemon, so DataLoader workers are allowed) child process. A child that fails
+    or dies (e.g. killed for memory) ends the benchmark with one line instead of leaving the parent waiting."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=_child, args=(fn, cfg, queue))
     child.start()
-    result = queue.get()
+    while True:
+        try:
+            status, result = queue.get(timeout=1.0)
+            break
+        except Empty:
+            if not child.is_alive():
+                status, result = "failed", f"the process died (exit code {child.exitcode})"
+                break
     child.join()
+    if status != "ok":
+        sys.exit(f"error: benchmark phase {fn.__name__} ({cfg.get('name', 'reference')}) failed: {result}")
     return result
 
 
@@ -203,6 +217,11 @@ def main():
     if not Path(args.subset).is_file():
         sys.exit(f"error: split file {args.subset} not found; pass --subset (the real WLASL split files are in "
                  "../shared/data/wlasl)")
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            sys.exit(f"error: --device {args.device}: no CUDA GPU here; on a CPU run: python bench_train.py --subset "
+                     "../shared/data/wlasl/nslt_100.json --device cpu --epochs 2")
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     data_dir = write_dataset(args.subset, scratch, args.feature_dim, args.num_frames)

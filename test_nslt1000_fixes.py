@@ -176,7 +176,8 @@ def test_integration():
 # The user's own data
 
 def check_user_data(data_dir, subset, modality="hybrid", num_frames=16):
-    """Lines describing whether a real run on this data can start; raises DataError on what would stop it."""
+    """-> (lines describing the data, number of clips whose files exist but are unusable). Raises DataError on
+    what would stop a run. Absent files are normal (users have part of WLASL); unusable ones deserve a look."""
     data_dir = Path(data_dir)
     split_path = Path(subset) if Path(subset).is_file() else data_dir / subset
     clips = load_split(split_path)
@@ -192,14 +193,16 @@ def check_user_data(data_dir, subset, modality="hybrid", num_frames=16):
             feature_dim = train_simple.verify_feature_dimensions(gemma_dir, None)
         lines += [f"visual features: {feature_dim}-wide"] + log.getvalue().splitlines()
     label_of = {c: i for i, c in enumerate(sorted({c.class_id for c in clips.values()}))}
+    unusable = 0
     for name in SUBSETS:
         chosen = [c for c in clips.values() if c.subset == name]
         split = pack_split(name, chosen, label_of, gemma_dir, landmarks_dir, modality, num_frames, feature_dim,
                            show_progress=False)
         lines.append(split.report())
+        unusable += sum(n for reason, n in split.skipped.items() if reason != "missing")
         if len(split) == 0:
             raise DataError(f"no usable {name} clip: check {gemma_dir} and {landmarks_dir}")
-    return lines
+    return lines, unusable
 
 
 CHECKS = [test_class_weights, test_feature_dimension_verification, test_warmup_schedule, test_sinusoidal_encoding,
@@ -208,8 +211,8 @@ CHECKS = [test_class_weights, test_feature_dimension_verification, test_warmup_s
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", help="also check this WLASL data folder (with --subset)")
-    parser.add_argument("--subset", default="nslt_1000.json", help="split file to check in --data_dir")
+    parser.add_argument("--data_dir", help="also check this WLASL data folder (default data/wlasl with --subset)")
+    parser.add_argument("--subset", help="split file to check, in --data_dir or a path (default nslt_1000.json)")
     parser.add_argument("--modality", default="hybrid", choices=("hybrid", "landmarks", "gemma"),
                         help="which streams the run will use")
     args = parser.parse_args(argv)
@@ -225,11 +228,14 @@ def main(argv=None):
             if not isinstance(e, AssertionError):
                 traceback.print_exc()
             failed += 1
-    if args.data_dir:
+    if args.data_dir or args.subset:
         try:
-            for line in check_user_data(args.data_dir, args.subset, args.modality):
+            lines, unusable = check_user_data(args.data_dir or "data/wlasl", args.subset or "nslt_1000.json",
+                                              args.modality)
+            for line in lines:
                 print(f"      {line}")
-            print("PASS  your data")
+            print("PASS  your data" + (f" ({unusable} clips have unusable files and will be skipped: see the "
+                                       "'skipped' counts above; re-extract them)" if unusable else ""))
             passed += 1
         except DataError as e:
             print(f"FAIL  your data: {e}")

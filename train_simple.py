@@ -1,7 +1,7 @@
 """
 Train a word-level ASL recognizer on WLASL from frozen Gemma 3 visual features and MediaPipe landmarks.
 
-    python train_simple.py --demo                                   # ~1 minute on the bundled demo data (CPU)
+    python train_simple.py --demo                                   # ~15 s on the bundled demo data (CPU)
     python train_simple.py --subset nslt_100.json --use_class_weights --warmup_epochs 5 --epochs 50 --verbose
     python train_simple.py --subset nslt_1000.json --use_class_weights --warmup_epochs 10 --epochs 100 \\
         --batch_size 32 --verbose
@@ -143,6 +143,20 @@ def probability(text):
     return value
 
 
+def fraction(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
@@ -176,9 +190,9 @@ def build_parser():
     g.add_argument("--epochs", type=positive_int, default=50, help="training epochs")
     g.add_argument("--batch_size", type=positive_int, default=32, help="clips per step")
     g.add_argument("--lr", type=positive_float, default=3e-4, help="peak learning rate (AdamW)")
-    g.add_argument("--weight_decay", type=float, default=0.05, help="AdamW weight decay")
+    g.add_argument("--weight_decay", type=non_negative_float, default=0.05, help="AdamW weight decay")
     g.add_argument("--warmup_epochs", type=non_negative_int, default=5, help="linear warmup epochs, then cosine")
-    g.add_argument("--min_lr_ratio", type=float, default=0.01, help="final learning rate as a fraction of --lr")
+    g.add_argument("--min_lr_ratio", type=fraction, default=0.01, help="final learning rate as a fraction of --lr")
     g.add_argument("--grad_clip", type=positive_float, default=1.0, help="max gradient norm")
     g.add_argument("--label_smoothing", type=probability, default=0.1, help="label smoothing of the loss")
     g.add_argument("--use_class_weights", dest="use_class_weights", action="store_true", default=False,
@@ -194,6 +208,7 @@ def build_parser():
     g = p.add_argument_group("run")
     g.add_argument("--output_dir", default=None, help="run folder (default runs/<subset>-<timestamp>)")
     g.add_argument("--resume", default=None, help="continue the run saved in this last.pt")
+    g.add_argument("--overwrite", action="store_true", help="train into an --output_dir that already holds a run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--seed", type=int, default=42, help="random seed (same seed + data + CPU = same metrics)")
     g.add_argument("--gpu_cache_gb", type=float, default=1.25,
@@ -476,6 +491,8 @@ def write_summary(path, history):
 def load_checkpoint(path):
     """torch.load with one-line errors for files that are not this trainer's checkpoints."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"checkpoint {path} is a folder; pass {path / 'best.pt'} (or {path / 'last.pt'} to resume)")
     if not path.is_file():
         raise DataError(f"checkpoint {path} not found")
     try:
@@ -486,6 +503,27 @@ def load_checkpoint(path):
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path} is not a checkpoint written by train_simple.py; pass its best.pt or last.pt")
     return checkpoint
+
+
+def check_output_dir(args, resume_state):
+    """Nothing is lost by a typo: a run folder that already holds a run is only written by resuming that run
+    from its latest epoch; --overwrite is the explicit way past this."""
+    if args.output_dir is None:
+        return
+    out_dir = Path(args.output_dir)
+    last = out_dir / "last.pt"
+    if resume_state is None:
+        found = [f for f in ("last.pt", "best.pt", "metrics.json") if (out_dir / f).is_file()]
+        if found:
+            raise DataError(f"--output_dir {out_dir} already holds a run ({', '.join(found)}); continue it with "
+                            f"--resume {last}, or pick another --output_dir (--overwrite replaces it)")
+        return
+    if last.is_file() and last.resolve() != Path(args.resume).resolve():
+        latest = load_checkpoint(last)["epoch"]
+        if latest > resume_state["epoch"]:
+            raise DataError(f"--resume {args.resume} was saved after epoch {resume_state['epoch']} but {last} after "
+                            f"epoch {latest}: resume from {last}, or branch off into a new --output_dir "
+                            "(--overwrite replaces the later epochs)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -522,10 +560,12 @@ def main(argv=None):
     if args.hidden_dim % args.num_heads:
         parser.error(f"--hidden_dim {args.hidden_dim} must be divisible by --num_heads {args.num_heads}")
     device = resolve_device(parser, args.device)
+    if not args.overwrite:
+        check_output_dir(args, resume_state)
 
     # ---- data ------------------------------------------------------------------------------------------------
     data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = data_paths(args)
-    clips = load_split(split_path)
+    clips = load_split(split_path, hint=", or try --demo")
     for needed, folder, flag, other in (("hybrid gemma", gemma_dir, "--gemma_features_dir", "landmarks"),
                                         ("hybrid landmarks", landmarks_dir, "--landmarks_dir", "gemma")):
         if args.modality in needed.split() and not folder.is_dir():
@@ -569,6 +609,10 @@ def main(argv=None):
         args.output_dir = str(Path("runs") / f"{split_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    source_best = Path(args.resume or "").parent / "best.pt"
+    if args.resume and not (out_dir / "best.pt").is_file() and source_best.is_file():
+        # resuming into a new folder: it starts with the best checkpoint so far, so the branch is self-contained
+        atomic_write(out_dir / "best.pt", lambda f: f.write(source_best.read_bytes()), "wb")
     atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=2))
     atomic_write_text(out_dir / "label_mapping.json", json.dumps(label_mapping, indent=2))
 

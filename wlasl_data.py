@@ -73,11 +73,12 @@ class ClipError(Exception):
 # ----------------------------------------------------------------------------------------------------------------
 # Split files and glosses
 
-def load_split(path):
-    """Reads and validates a WLASL split file -> {video_id: Clip}. Raises DataError naming the bad entry."""
+def load_split(path, hint=""):
+    """Reads and validates a WLASL split file -> {video_id: Clip}. Raises DataError naming the bad entry;
+    hint ends the not-found message (the trainer adds ", or try --demo")."""
     path = Path(path)
     if not path.exists():  # a folder or unreadable file in its place is reported by the read below
-        raise DataError(f"split file {path} not found ({LAYOUT_HELP}, or try --demo)")
+        raise DataError(f"split file {path} not found ({LAYOUT_HELP}{hint})")
     try:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:

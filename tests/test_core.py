@@ -361,9 +361,17 @@ def test_preflight_checks_the_users_data(tmp_path, capsys):
     data_dir, subset = make_wlasl_layout(tmp_path, num_classes=2, clips_per_class=(3, 1, 1))
     vid = next(iter(load_split(data_dir / subset)))
     (data_dir / "landmarks" / f"{vid}_landmarks.npy").unlink()
-    lines = preflight.check_user_data(data_dir, subset)
-    assert "visual features: 32-wide" in lines
+    lines, unusable = preflight.check_user_data(data_dir, subset)
+    assert "visual features: 32-wide" in lines and unusable == 0
     assert any(line.startswith("train: using 5 of 6 clips (skipped: 1 missing") for line in lines), lines
+    vid2 = [v for v in load_split(data_dir / subset)][1]
+    (data_dir / "landmarks" / f"{vid2}_landmarks.npy").write_bytes(b"not an array")
+    assert preflight.main(["--data_dir", str(data_dir), "--subset", subset]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  your data (1 clips have unusable files" in out and "1 unreadable" in out
+    # --subset alone is not ignored: it checks that split in the default --data_dir (absent here)
+    assert preflight.main(["--subset", subset]) == 1
+    assert "FAIL  your data: split file data/wlasl/nslt_test.json not found" in capsys.readouterr().out
     shutil.rmtree(data_dir / "gemma_features")
     assert preflight.main(["--data_dir", str(data_dir), "--subset", subset]) == 1
     out = capsys.readouterr().out

@@ -339,8 +339,10 @@ def test_streams_of_different_lengths_are_aligned(faulty_run):
     (["--device", "cuda:7"], "--device cuda:7"),
     (["--device", "tpu"], "--device 'tpu'"),
     (["--hidden_dim", "30", "--num_heads", "4"], "--num_heads"),
+    (["--min_lr_ratio", "-1"], "--min_lr_ratio"),
+    (["--weight_decay", "-1"], "--weight_decay"),
 ], ids=["batch_size_0", "epochs_negative", "dropout_1", "dropout_negative", "lr_0", "device_cuda7", "device_tpu",
-        "heads_not_dividing"])
+        "heads_not_dividing", "min_lr_ratio_negative", "weight_decay_negative"])
 def test_nonsense_flag(data, tmp_path, flags, names):
     data_dir, subset = data
     # The flags come last so they override TINY.
@@ -357,6 +359,43 @@ def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path, content):
     path.write_bytes(content)
     one_error_line(cli("--resume", path, *TINY), 2, path, "not a readable checkpoint", "best.pt or last.pt")
     assert path.read_bytes() == content
+
+
+def test_checkpoint_path_that_is_a_folder(reference_run):
+    one_error_line(cli("--resume", reference_run, *TINY), 2, "is a folder", reference_run / "last.pt")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Nothing is lost by a typo: a finished run is only continued, never silently trained over or rewound
+
+def test_output_dir_that_holds_a_run_is_refused(data, reference_run):
+    before = digest(reference_run)
+    one_error_line(cli(*seeded_args(data), "--output_dir", reference_run), 2, "already holds a run",
+                   f"--resume {reference_run / 'last.pt'}", "--overwrite")
+    assert digest(reference_run) == before
+
+
+def test_overwrite_trains_into_a_used_folder(data, reference_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference_run, out)
+    succeeded(cli(*seeded_args(data), "--epochs", "1", "--output_dir", out, "--overwrite"))
+    assert len(summary_rows(out)) == 1 and train_simple.load_checkpoint(out / "last.pt")["epoch"] == 1
+
+
+def test_resume_from_an_earlier_checkpoint_than_last_is_refused(reference_run, tmp_path):
+    """best.pt of a finished run is usually older than its last.pt: resuming from it would train the later epochs
+    again over last.pt. Refused, the folder untouched; branching off into a new folder is allowed."""
+    out = tmp_path / "run"
+    shutil.copytree(reference_run, out)
+    earlier = train_simple.load_checkpoint(out / "last.pt")
+    earlier["epoch"], earlier["history"] = 2, earlier["history"][:2]
+    torch.save(earlier, out / "best.pt")
+    before = digest(out)
+    one_error_line(cli("--resume", out / "best.pt"), 2, "after epoch 2", "after epoch 4", out / "last.pt")
+    assert digest(out) == before
+    branch = tmp_path / "branch"
+    succeeded(cli("--resume", out / "best.pt", "--output_dir", branch))
+    assert len(summary_rows(branch)) == 4 and digest(out) == before
 
 
 def test_resume_with_another_model_shape_flag(reference_run):

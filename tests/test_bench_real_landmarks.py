@@ -1,0 +1,41 @@
+"""The real-signer benchmark's splits and its verdict rule (bench_real_landmarks.py; the runs themselves are a
+benchmark, not a test)."""
+import numpy as np
+import pytest
+
+import bench_real_landmarks as bench
+
+
+def test_budget_split_gives_every_class_the_same_budget():
+    labels = np.repeat(np.arange(5), [30, 20, 13, 40, 12])
+    subset = bench.budget_split(labels, 8, 4, seed=1)
+    for c in range(5):
+        mine = subset[labels == c]
+        assert (mine == "train").sum() == 8 and (mine == "val").sum() == 4
+        assert (mine == "test").sum() == (labels == c).sum() - 12
+    assert (subset == bench.budget_split(labels, 8, 4, seed=1)).all()          # seeded
+    assert (subset != bench.budget_split(labels, 8, 4, seed=2)).any()          # another split seed, another split
+
+
+def test_stratified_split_keeps_every_class_in_every_split():
+    labels = np.repeat(np.arange(3), [100, 7, 3])
+    subset = bench.stratified_split(labels, (0.7, 0.15, 0.15), seed=0)
+    for c in range(3):
+        assert {"train", "val", "test"} <= set(subset[labels == c])
+    assert (subset[labels == 0] == "train").sum() == 70
+
+
+def _result(model_by_split, ridge_by_split):
+    runs = [{"split_seed": k, "test_top1": t} for k, ts in model_by_split.items() for t in ts]
+    return {"splits": {str(k): {"baseline": {"ridge_normalized": {"test_top1": r}}} for k, r in ridge_by_split.items()},
+            "models": {"default": {"runs": runs}}}
+
+
+def test_clearly_above_needs_every_split_and_two_standard_errors():
+    ridge = {1: 0.80, 2: 0.82, 3: 0.78}
+    v = bench.compare_with_ridge(_result({1: [0.90, 0.92], 2: [0.93, 0.91], 3: [0.88, 0.90]}, ridge), "default")
+    assert v["clearly_above"] and v["splits_above"] == 3 and v["diff_mean"] == pytest.approx((0.11 + 0.10 + 0.11) / 3)
+    v = bench.compare_with_ridge(_result({1: [0.90, 0.92], 2: [0.93, 0.91], 3: [0.70, 0.72]}, ridge), "default")
+    assert not v["clearly_above"] and v["splits_above"] == 2          # below on one split
+    v = bench.compare_with_ridge(_result({1: [0.95], 2: [0.83], 3: [0.79]}, ridge), "default")
+    assert v["splits_above"] == 3 and not v["clearly_above"]          # above everywhere, but within the noise
