@@ -191,7 +191,8 @@ def train_model(data_dir, run_dir, config, seed, epochs, extra_flags, threads, k
         return {**run_summary(m, cmd), "seconds": json.loads(done.read_text())["seconds"], "reused": True}
     t0 = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None   # torch's intra-op threads
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    # a folder left by an unfinished or different run is trained over (not part of the run's identity)
+    proc = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise SystemExit(f"error: train_simple.py failed ({proc.returncode}) for {run_dir}: {' | '.join(tail)}")
