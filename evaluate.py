@@ -1,6 +1,7 @@
 """
 Evaluate a trained checkpoint on one split: per-instance and per-class accuracy, a per-class table, confusions.
 
+    python train_simple.py --demo --output_dir runs/demo    # a run to evaluate (default: runs/<subset>-<timestamp>)
     python evaluate.py --checkpoint runs/demo/best.pt                  # test split -> runs/demo/eval_test/
     python evaluate.py --checkpoint runs/nslt_100-20261124-120000/best.pt --split val
     python evaluate.py --checkpoint best.pt --data_dir /mnt/wlasl --landmarks_dir /mnt/wlasl/lm   # data moved
@@ -16,9 +17,11 @@ metrics.json is never overwritten):
     per_class.png, confusions.png   when matplotlib is installed
 """
 import argparse
+import io
 import json
+import os
 import sys
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ import torch
 
 import plots
 import train_simple
-from wlasl_data import SUBSETS, BatchLoader, DataError, load_split, load_splits, run_cli
+from wlasl_data import SPLIT_HINT, SUBSETS, BatchLoader, DataError, load_split, load_splits, run_cli
 
 TOP_CONFUSIONS = 50
 
@@ -69,6 +72,44 @@ def load_trained_model(checkpoint_path, device, overrides=None):
         raise DataError(f"{checkpoint_path}: the weights do not fit the model its own settings describe "
                         f"({str(e).splitlines()[-1].strip()[:120]}); was it written by another version?")
     return model.to(device).eval(), args, checkpoint
+
+
+def training_folder(checkpoint_path, output_dir):
+    """The folder train_simple.py ran in: the checkpoint's folder less the run folder it was given (relative to
+    where it ran). None when that cannot be known: an absolute --output_dir, or a run folder moved since."""
+    run_dir, recorded = Path(os.path.abspath(checkpoint_path)).parent, Path(output_dir or "")
+    n = len(recorded.parts)
+    if n == 0 or recorded.is_absolute() or ".." in recorded.parts or run_dir.parts[-n:] != recorded.parts:
+        return None
+    return Path(*run_dir.parts[:-n])
+
+
+def data_paths(cli, args):
+    """train_simple.data_paths as training resolved them. Flags given now are relative to here; the --data_dir and
+    --subset recorded in the checkpoint are relative to where training ran, so when the split file is not found
+    from here it is looked for from there."""
+    paths = train_simple.data_paths(args)
+    if paths[1].is_file() or cli.subset:
+        return paths  # found, or the user's own --subset: load_split names the file they gave
+    if cli.data_dir:
+        raise DataError(f"split file not found: {cli.checkpoint} records --subset {args.subset} (as given at "
+                        f"training time), which is not in --data_dir {cli.data_dir}; pass --subset too")
+    folder = training_folder(cli.checkpoint, args.output_dir)
+    if folder is not None:
+        for key in ("gemma_features_dir", "landmarks_dir", "cache_dir"):  # given now: relative to here
+            if getattr(cli, key):
+                setattr(args, key, os.path.abspath(getattr(cli, key)))
+        here = os.getcwd()
+        os.chdir(folder)  # data_paths tells a split-file path from a name in --data_dir by looking from the cwd
+        try:
+            there = tuple(p if p is None else folder / p for p in train_simple.data_paths(args))
+        finally:
+            os.chdir(here)
+        if there[1].is_file():
+            return there
+    raise DataError(f"split file not found: {cli.checkpoint} records --data_dir {args.data_dir} --subset "
+                    f"{args.subset}" + ("" if paths[1].is_absolute() else ", relative to the folder training ran in")
+                    + "; pass --data_dir and --subset (where the split file is now)")
 
 
 def amp_context(device):
@@ -120,19 +161,22 @@ def main(argv=None):
     num_classes = checkpoint["num_classes"]
 
     # ---- the split, packed as training packs it --------------------------------------------------------------
-    data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = train_simple.data_paths(args)
-    clips = load_split(split_path)
+    data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = data_paths(cli, args)
+    clips = load_split(split_path, hint=SPLIT_HINT)
     for needed, folder, flag in (("hybrid gemma", gemma_dir, "--gemma_features_dir"),
                                  ("hybrid landmarks", landmarks_dir, "--landmarks_dir")):
         if args.modality in needed.split() and not folder.is_dir():
             raise DataError(f"{folder} not found: the checkpoint (modality {args.modality}) needs it; "
                             f"set {flag} (or --data_dir) to where the files are now")
     if args.modality != "landmarks":
-        detected = train_simple.verify_feature_dimensions(gemma_dir, feature_dim)
+        # Its warnings say how training would go on with other widths; here a mismatch ends the run instead.
+        with redirect_stdout(io.StringIO()) as notes:
+            detected = train_simple.verify_feature_dimensions(gemma_dir, feature_dim)
         if detected != feature_dim:
             raise DataError(f"the features in {gemma_dir} are {detected}-wide but {cli.checkpoint} was trained on "
                             f"{feature_dim}-wide features; point --gemma_features_dir at the features it was "
                             "trained with (same model and --layer)")
+        print(notes.getvalue(), end="")
     label_of = {entry["wlasl_id"]: entry["index"] for entry in label_mapping}
     unknown = [c for c in clips.values() if c.subset == cli.split and c.class_id not in label_of]
     known = {v: c for v, c in clips.items() if c.class_id in label_of}

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from video_io import (METADATA_NAME, VIDEO_EXTENSIONS, VideoError, atomic_save_npy, cv2_missing, list_jobs,
-                      parse_shard, read_clip_frames, take_shard, write_metadata)
-from wlasl_data import DataError, load_split
+                      missing_note, parse_shard, read_clip_frames, shard_metadata_name, take_shard, write_metadata)
+from wlasl_data import SPLIT_HINT, DataError, load_split
 
 DEFAULT_MODEL = "google/gemma-3-4b-it"
 INSTALL_HINT = "pip install -r requirements-extract.txt"
@@ -59,12 +59,33 @@ def import_transformers():
 # ----------------------------------------------------------------------------------------------------------------
 # The model: the vision tower (+ projector) alone
 
+CHECKPOINT_FILES = "config.json and the *.safetensors weights (with model.safetensors.index.json when sharded)"
+
+
+def looks_like_path(model_name):
+    """A --model_name that can only mean a folder on disk: /abs, ./rel, ../rel, ~/..., or more than one '/'
+    (a hub id is owner/name)."""
+    return (model_name.startswith(("/", "./", "../", "~")) or model_name in (".", "..")
+            or model_name.count("/") > 1 or "\\" in model_name or os.path.isabs(model_name))
+
+
 def resolve_model_dir(model_name):
-    """A local folder holding config.json and the safetensors shards; never downloads."""
-    if os.path.isdir(model_name):
-        if not os.path.isfile(os.path.join(model_name, "config.json")):
-            raise DataError(f"--model_name {model_name} has no config.json; point it at a Gemma 3 checkpoint folder")
-        return model_name
+    """A local folder holding config.json and the safetensors shards; never downloads.
+
+    A value that exists on disk is a local folder; a path-like value (looks_like_path) that does not exist is a
+    missing local folder; anything else is a hub id that must already be in the hub cache.
+    """
+    local = os.path.expanduser(model_name)
+    if os.path.isdir(local):
+        if not os.path.isfile(os.path.join(local, "config.json")):
+            raise DataError(f"--model_name {model_name} has no config.json; point it at a Gemma 3 checkpoint folder "
+                            f"holding {CHECKPOINT_FILES}")
+        return local
+    if os.path.exists(local):
+        raise DataError(f"--model_name {model_name} is a file; give the folder that holds {CHECKPOINT_FILES}")
+    if looks_like_path(model_name):
+        raise DataError(f"--model_name {model_name}: local folder does not exist; give a Gemma 3 checkpoint folder "
+                        f"holding {CHECKPOINT_FILES}, or a hub id such as {DEFAULT_MODEL}")
     hint = (f"model {model_name} is not on this machine; get it once with `hf download {model_name} "
             f"--include '*.json' '*.safetensors'` (accept its licence on the hub and `hf auth login` first), "
             f"or pass --model_name /path/to/a/local/copy")
@@ -253,8 +274,6 @@ def auto_batch_size(device, config, dtype):
 
 def read_job(job, num_frames, pin):
     """Decode one clip in a reader thread -> (job, uint8 tensor or None, failure reason or None)."""
-    if job["path"] is None:
-        return job, None, "missing: no video file with this id"
     try:
         frames, _ = read_clip_frames(job["path"], job["start_frame"], job["end_frame"], num_frames)
         frames = torch.from_numpy(frames)
@@ -436,13 +455,16 @@ def main(argv=None):
     split = None
     if args.subset is not None:
         split = load_split(args.subset if os.path.exists(args.subset) or os.sep in args.subset
-                           else os.path.join(args.data_dir, args.subset))
+                           else os.path.join(args.data_dir, args.subset), hint=SPLIT_HINT)
     jobs = take_shard(list_jobs([args.videos_dir], VIDEO_EXTENSIONS, split), shard_index, shard_count)
 
     def out_path(video_id):
         return os.path.join(output_dir, f"{video_id}_gemma.npy")
 
-    todo = [j for j in jobs if args.overwrite or not os.path.isfile(out_path(j["video_id"]))]
+    not_extracted = [j for j in jobs if args.overwrite or not os.path.isfile(out_path(j["video_id"]))]
+    # an absent video is normal (users hold a fraction of WLASL): counted and listed, not a failure
+    missing = [j["video_id"] for j in not_extracted if j["path"] is None]
+    todo = [j for j in not_extracted if j["path"] is not None]
     tower, projector, config, model_dir = load_vision_model(args.model_name, args.layer, device, dtype)
     use_padded_attention(tower, args.pad_head_dim)
     if args.compile and use_cuda:
@@ -451,8 +473,8 @@ def main(argv=None):
     feature_dim = config.text_config.hidden_size if args.layer == "projector" else config.vision_config.hidden_size
     batch_size = args.batch_size or auto_batch_size(device, config, dtype)
     args.batch_size = batch_size
-    print(f"[shard {shard_index}/{shard_count}] {len(jobs)} clips: {len(jobs) - len(todo)} already extracted, "
-          f"{len(todo)} to do on {device} ({precision}, batch {batch_size}) -> {output_dir}")
+    print(f"[shard {shard_index}/{shard_count}] {len(jobs)} clips: {len(jobs) - len(not_extracted)} already extracted, "
+          f"{len(missing)} with no video, {len(todo)} to do on {device} ({precision}, batch {batch_size}) -> {output_dir}")
 
     failed, frames_done, bar = [], [0], tqdm(total=len(todo), unit="clip", dynamic_ncols=True,
                                                disable=args.no_progress or None, position=rank)
@@ -492,9 +514,10 @@ def main(argv=None):
         "batch_size": batch_size,
         "shard": f"{shard_index}/{shard_count}",
         "subset": args.subset,
-        "counts": {"clips": len(jobs), "extracted": done, "skipped_existing": len(jobs) - len(todo),
-                   "failed": len(failed), "frames_extracted": frames_done[0],
+        "counts": {"clips": len(jobs), "extracted": done, "skipped_existing": len(jobs) - len(not_extracted),
+                   "missing": len(missing), "failed": len(failed), "frames_extracted": frames_done[0],
                    "outputs_present": sum(os.path.isfile(out_path(j["video_id"])) for j in jobs)},
+        "missing": sorted(missing),  # split ids with no video in --videos_dir
         "failed": [{"video_id": v, "path": paths.get(v), "reason": r} for v, r in sorted(failed)],
         "seconds": round(time.time() - started, 1),
     }
@@ -504,9 +527,10 @@ def main(argv=None):
     for video_id, reason in sorted(failed):
         print(f"warning: {video_id} skipped: {reason}", file=sys.stderr)
     elapsed = time.time() - started
+    written = merged or os.path.join(output_dir, shard_metadata_name(shard_index, shard_count))
     print(f"[shard {shard_index}/{shard_count}] extracted {done} clips ({frames_done[0]} frames, "
-          f"{frames_done[0] / max(elapsed, 1e-9):.1f} frames/s overall), skipped {len(jobs) - len(todo)} existing, "
-          f"failed {len(failed)}; feature_dim {feature_dim}; metadata: {merged or 'shard file written, merged when every shard has finished'}")
+          f"{frames_done[0] / max(elapsed, 1e-9):.1f} frames/s overall), skipped {len(jobs) - len(not_extracted)} existing, "
+          f"{missing_note(missing, 'video', written)}, failed {len(failed)}; feature_dim {feature_dim}; metadata: {merged or 'shard file written, merged when every shard has finished'}")
     return meta
 
 

@@ -10,7 +10,9 @@ extract_landmarks.py - MediaPipe Holistic landmarks for every clip of a WLASL sp
 Writes <output_dir>/{video_id}_landmarks.npy, float32 (T, 162) per clip:
 [left hand 21 x (x,y,z) | right hand 21 x (x,y,z) | pose landmarks 11..22 x (x,y,z)], MediaPipe's normalized image
 coordinates, zeros where a part was not detected; and extraction_metadata.json (versions, settings, counts,
-failed clips with the reason). Existing outputs are skipped unless --overwrite, so an interrupted run resumes.
+ids of split clips with no video or .pose file, failed clips with the reason). Split clips whose file is absent
+are normal: counted and listed, not warned one by one. Existing outputs are skipped unless --overwrite, so an
+interrupted run resumes.
 Split files give start_frame / end_frame 1-indexed at 25 fps; they are converted to each video's own fps.
 Split a corpus across machines with --shard i/n (the last shard to finish merges the metadata).
 """
@@ -19,14 +21,15 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import numpy as np
 from tqdm import tqdm
 
 from video_io import (VIDEO_EXTENSIONS, VideoError, atomic_save_npy, clip_window, cv2_missing, list_jobs,
-                      parse_shard, read_clip_frames, take_shard, write_metadata)
-from wlasl_data import LANDMARK_DIM, DataError, load_split, uniform_indices
+                      missing_note, parse_shard, read_clip_frames, shard_metadata_name, take_shard, write_metadata)
+from wlasl_data import LANDMARK_DIM, SPLIT_HINT, DataError, load_split, uniform_indices
 
 INSTALL_HINT = "pip install -r requirements-extract.txt"
 POSE_IDS = list(range(11, 23))  # shoulders, elbows, wrists, pinkies, index fingers, thumbs
@@ -47,6 +50,21 @@ def import_mediapipe():
 
 # ----------------------------------------------------------------------------------------------------------------
 # One clip
+
+@contextmanager
+def native_stderr_silenced():
+    """MediaPipe 0.10.21's C++ side (TFLite, absl) writes ~8 warnings per clip straight to file descriptor 2, which
+    no environment variable turns off: over a corpus they would bury the tool's own warnings."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
 
 def holistic_row(results):
     """One frame's MediaPipe Holistic results -> float32 (162,), zeros for each part that was not detected."""
@@ -69,7 +87,8 @@ def extract_video_landmarks(path, start_frame=1, end_frame=None, num_frames=None
     mp = import_mediapipe()
     frames, _ = read_clip_frames(path, start_frame, end_frame, num_frames)
     out = np.zeros((len(frames), LANDMARK_DIM), dtype=np.float32)
-    with mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=MODEL_COMPLEXITY) as holistic:
+    with native_stderr_silenced(), \
+            mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=MODEL_COMPLEXITY) as holistic:
         for i, frame in enumerate(frames):
             out[i] = holistic_row(holistic.process(frame))
     return out
@@ -141,8 +160,6 @@ def output_path(output_dir, video_id):
 
 def process_job(job):
     """Worker: extract and save one clip -> (video_id, frames, failure reason or None). Never raises."""
-    if job["path"] is None:
-        return job["video_id"], 0, "missing: no video or .pose file with this id"
     try:
         landmarks = extract_file(job["path"], job["start_frame"], job["end_frame"], job["num_frames"])
         atomic_save_npy(output_path(job["output_dir"], job["video_id"]), landmarks)
@@ -200,7 +217,7 @@ def resolve_split(subset, data_dir):
     if subset is None:
         return None
     path = subset if os.path.exists(subset) or os.sep in subset else os.path.join(data_dir, subset)
-    return load_split(path)
+    return load_split(path, hint=SPLIT_HINT)
 
 
 def main(argv=None):
@@ -228,14 +245,16 @@ def main(argv=None):
     # .pose files win over videos with the same id: the landmarks are already there
     jobs = list_jobs([args.poses_dir, args.videos_dir], VIDEO_EXTENSIONS + (".pose",), split)
     jobs = take_shard(jobs, *shard)
-    todo, skipped = [], 0
+    todo, skipped, missing = [], 0, []
     for job in jobs:
         if not args.overwrite and os.path.isfile(output_path(output_dir, job["video_id"])):
             skipped += 1
+        elif job["path"] is None:  # normal: users hold a fraction of WLASL; counted, listed, not a failure
+            missing.append(job["video_id"])
         else:
             todo.append(dict(job, num_frames=args.num_frames, output_dir=output_dir))
-    print(f"{len(jobs)} clips in shard {args.shard}: {skipped} already extracted, {len(todo)} to do "
-          f"with {args.workers} worker(s) -> {output_dir}")
+    print(f"{len(jobs)} clips in shard {args.shard}: {skipped} already extracted, {len(missing)} with no video "
+          f"or .pose file, {len(todo)} to do with {args.workers} worker(s) -> {output_dir}")
 
     failed, frames, done = [], 0, 0
     pool = None
@@ -270,17 +289,20 @@ def main(argv=None):
         "shard": args.shard,
         "layout": "left hand 21x3 | right hand 21x3 | pose landmarks 11..22 x3; normalized image coords; zeros = not detected",
         "feature_dim": LANDMARK_DIM,
-        "counts": {"clips": len(jobs), "extracted": done, "skipped_existing": skipped, "failed": len(failed),
-                   "frames_extracted": frames,
+        "counts": {"clips": len(jobs), "extracted": done, "skipped_existing": skipped, "missing": len(missing),
+                   "failed": len(failed), "frames_extracted": frames,
                    "outputs_present": sum(os.path.isfile(output_path(output_dir, j["video_id"])) for j in jobs)},
+        "missing": sorted(missing),  # split ids with no video or .pose file in the input folders
         "failed": [{"video_id": v, "path": by_id.get(v), "reason": r} for v, r in sorted(failed)],
         "seconds": round(time.time() - started, 1),
     }
     merged = write_metadata(output_dir, meta, *shard)
     for video_id, reason in sorted(failed):
         print(f"warning: {video_id} skipped: {reason}", file=sys.stderr)
-    print(f"extracted {done} clips ({frames} frames), skipped {skipped} existing, failed {len(failed)}; "
-          f"{meta['seconds']} s; metadata: {merged or 'shard file written, merged once every shard has finished'}")
+    written = merged or os.path.join(output_dir, shard_metadata_name(*shard))
+    print(f"extracted {done} clips ({frames} frames), skipped {skipped} existing, "
+          f"{missing_note(missing, 'video or .pose file', written)}, failed {len(failed)}; {meta['seconds']} s; "
+          f"metadata: {merged or 'shard file written, merged once every shard has finished'}")
     return meta
 
 

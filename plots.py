@@ -1,6 +1,7 @@
 """
 Pictures of a run: training curves, per-class accuracy against training clips, the most confused gloss pairs.
 
+    python train_simple.py --demo --output_dir runs/demo       # a run (default folder: runs/<subset>-<timestamp>)
     python plots.py runs/demo/summary.csv                       # -> runs/demo/curves.png
     python plots.py runs/demo/eval_test/per_class.csv           # -> runs/demo/eval_test/per_class.png
     python plots.py runs/demo/eval_test/confusions.csv          # -> runs/demo/eval_test/confusions.png
@@ -242,6 +243,10 @@ if __name__ == "__main__":
     source = Path(sys.argv[1])
     draw = {"summary.csv": plot_training_curves, "per_class.csv": plot_per_class_accuracy,
             "confusions.csv": plot_confusions}.get(source.name)
+    if not source.exists():
+        print(f"error: {source} not found; give the path of a run's summary.csv, or of the per_class.csv or "
+              "confusions.csv that evaluate.py wrote", file=sys.stderr)
+        sys.exit(2)
     if draw is None or not source.is_file():
         print(f"error: {source}: give a summary.csv, per_class.csv or confusions.csv", file=sys.stderr)
         sys.exit(2)

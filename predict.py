@@ -1,6 +1,7 @@
 """
 Predict the gloss of a sign with a trained checkpoint: from a video, from pre-extracted .npy files, or a folder.
 
+    python train_simple.py --demo --output_dir runs/demo    # a run (default folder: runs/<subset>-<timestamp>)
     python predict.py --checkpoint runs/demo/best.pt --landmarks data/demo/landmarks/90001_landmarks.npy \\
         --gemma data/demo/gemma_features/90001_gemma.npy
     python predict.py --checkpoint runs/nslt_100-20261124-120000/best.pt --video clip.mp4      # needs the extras
@@ -157,23 +158,61 @@ def load_gemma_extractor(args, cli, feature_dim, device):
 # ----------------------------------------------------------------------------------------------------------------
 # From arrays to probabilities, exactly as training reads a clip
 
-def sample_clip(gemma_path, landmarks_path, args, feature_dim):
-    """wlasl_data.load_clip on these files (linked into a scratch folder under the names it expects).
+def sample_clip(gemma_source, landmarks_source, args, feature_dim, video=None):
+    """wlasl_data.load_clip on these inputs (.npy paths, or arrays extracted from `video`), so a clip is read exactly
+    as training reads it. load_clip wants {id}_gemma.npy / {id}_landmarks.npy names, so the inputs are linked into a
+    scratch folder under them; its messages get the user's own paths back.
 
     Returns (gemma (L, D) float16 or None, landmarks (L, 162) float32 or None); raises ClipError for a bad file.
     """
     with tempfile.TemporaryDirectory() as scratch:
-        for source, name in ((gemma_path, "clip_gemma.npy"), (landmarks_path, "clip_landmarks.npy")):
-            if source is not None:
-                target = os.path.join(scratch, name)
-                if isinstance(source, np.ndarray):
-                    np.save(target, source)
-                elif os.path.isfile(source):
-                    os.symlink(os.path.abspath(source), target)
-                else:
-                    raise ClipError("missing", f"{source} not found")
-        gemma, landmarks, _ = load_clip("clip", scratch, scratch, args.modality, args.num_frames, feature_dim)
+        inputs = {}  # stream -> (scratch path, what the user calls it, the source)
+        for stream, source in (("gemma", gemma_source), ("landmarks", landmarks_source)):
+            if source is None:
+                continue
+            target = os.path.join(scratch, f"clip_{stream}.npy")
+            if isinstance(source, np.ndarray):
+                np.save(target, source)
+                inputs[stream] = (target, f"the {stream} extracted from {video}", source)
+            elif os.path.isfile(source):
+                os.symlink(os.path.abspath(source), target)
+                inputs[stream] = (target, str(source), source)
+            else:
+                raise ClipError("missing", f"{source} not found")
+        try:
+            gemma, landmarks, nonfinite = load_clip("clip", scratch, scratch, args.modality, args.num_frames,
+                                                    feature_dim)
+        except ClipError as e:
+            raise clip_error_for_user(e, inputs, feature_dim) from None
+    if nonfinite:  # zeroed as training does; said once, since a tracker that writes NaN should be fixed
+        _, name, source = inputs["landmarks"]
+        bad = ~np.isfinite(source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r"))
+        print(f"warning: {name}: {int(bad.sum())} NaN/inf landmark values in {int(bad.any(axis=1).sum())} of "
+              f"{len(bad)} frames set to 0 (not detected), as training does", file=sys.stderr)
     return gemma, landmarks
+
+
+def clip_error_for_user(error, inputs, feature_dim):
+    """load_clip's ClipError with the user's paths instead of the scratch ones, and a hint of what to do.
+    `swapped` is set when the widths say the landmarks and the visual features were given the other way round."""
+    text, failed = str(error), None
+    for stream, (target, name, _) in inputs.items():
+        if target in text:
+            text, failed = text.replace(target, name), stream
+    width = None
+    if error.reason == "bad_shape" and failed is not None:
+        source = inputs[failed][2]
+        try:
+            width = (source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r")).shape[-1]
+        except Exception:
+            pass
+    swapped = feature_dim != LANDMARK_DIM and (failed, width) in (("gemma", LANDMARK_DIM), ("landmarks", feature_dim))
+    if error.reason in ("unreadable", "empty") and failed is not None:
+        tool = "extract_gemma_features.py" if failed == "gemma" else "extract_landmarks.py"
+        text += f"; re-create it with {tool}"
+    out = ClipError(error.reason, text)
+    out.swapped = swapped
+    return out
 
 
 def predict_clips(model, args, clips, device):
@@ -259,9 +298,13 @@ def single_input(cli, args):
     return landmarks or gemma, "npy", gemma, landmarks
 
 
-def explain(error, args, feature_dim, checkpoint_path):
-    """A bad input file -> one line; a width mismatch also says what the checkpoint was trained on."""
+def explain(error, args, feature_dim, checkpoint_path, batch_mode):
+    """A bad input file -> one line; a width mismatch also says what the checkpoint was trained on (or, when the
+    widths are each other's, that the two files look swapped)."""
     text = str(error)
+    if getattr(error, "swapped", False):
+        return text + ("; is it the other stream's file (landmarks and visual features mixed up)?" if batch_mode
+                       else "; are --landmarks and --gemma swapped?")
     if error.reason == "bad_shape" and "features per frame" in text:
         streams = ([f"{LANDMARK_DIM}-wide landmarks"] if args.modality != "gemma" else []) + \
                   ([f"{feature_dim}-wide visual features"] if args.modality != "landmarks" else [])
@@ -276,7 +319,7 @@ def prepare_input(kind, gemma_source, landmark_source, read_video, window, args,
         if landmark_source is not None and hands_seen(landmark_source) == 0:
             print(f"warning: {name}: no hand detected in any of its {len(landmark_source)} frames; "
                   "the prediction is a guess")
-    return sample_clip(gemma_source, landmark_source, args, feature_dim)
+    return sample_clip(gemma_source, landmark_source, args, feature_dim, video=name)
 
 
 def main(argv=None):
@@ -285,6 +328,11 @@ def main(argv=None):
                                       ("--input_dir", cli.input_dir)) if value]
     if len(given) != 1:
         parser.error("give one input: --video, --landmarks (and --gemma), or --input_dir")
+    if cli.video and cli.start_frame < 1:
+        raise DataError(f"--start_frame {cli.start_frame}: frames are 1-indexed (the first frame is 1)")
+    if cli.video and cli.end_frame != -1 and cli.end_frame < cli.start_frame:
+        raise DataError(f"--end_frame {cli.end_frame} is before --start_frame {cli.start_frame}; give an "
+                        "--end_frame at or after it, or -1 for the end of the video")
     device = train_simple.resolve_device(parser, cli.device)
     model, args, checkpoint = load_trained_model(cli.checkpoint, device)
     label_mapping, feature_dim = checkpoint["label_mapping"], checkpoint["feature_dim"]
@@ -294,16 +342,15 @@ def main(argv=None):
         else None
 
     # ---- every input -> the sampled clip that training would have read ---------------------------------------
-    clips, kept, failed = [], [], []
+    results = []  # per input, in input order: (the clip, "") or (None, why it failed)
     window = (1, -1) if batch_mode else (cli.start_frame, cli.end_frame)
     for name, kind, gemma_source, landmark_source in inputs:
         try:
-            clips.append(prepare_input(kind, gemma_source, landmark_source, read_video, window, args, feature_dim,
-                                       name))
-            kept.append(name)
+            results.append((prepare_input(kind, gemma_source, landmark_source, read_video, window, args,
+                                          feature_dim, name), ""))
             continue
         except ClipError as e:
-            reason = explain(e, args, feature_dim, cli.checkpoint)
+            reason = explain(e, args, feature_dim, cli.checkpoint, batch_mode)
         except (VideoError, ValueError) as e:
             reason = str(e)
         except DataError:
@@ -314,14 +361,19 @@ def main(argv=None):
             reason = f"{type(e).__name__}: {str(e)[:160]}"
         if not batch_mode:
             raise DataError(reason)
-        failed.append((name, reason))
-    probs = predict_clips(model, args, clips, device) if clips else np.zeros((0, len(label_mapping)))
+        results.append((None, reason))
+    kept = [clip for clip, _ in results if clip is not None]
+    probs = iter(predict_clips(model, args, kept, device) if kept else [])
 
-    # ---- report ----------------------------------------------------------------------------------------------
+    # ---- report: one row per input, in input order -----------------------------------------------------------
     k = min(cli.top_k, len(label_mapping))
     rows = []
-    for name, clip, p in zip(kept, clips, probs):
-        best = top_k(p, label_mapping, k)
+    for (name, *_), (clip, reason) in zip(inputs, results):
+        if clip is None:
+            print(f"warning: {name} skipped: {reason}", file=sys.stderr)
+            rows.append({"input": name, "frames": 0, "error": reason})
+            continue
+        best = top_k(next(probs), label_mapping, k)
         frames = len(clip[1] if clip[1] is not None else clip[0])
         rows.append({"input": name, "frames": frames, **{f"{key}_{r}": value for r, (gloss, wlasl_id, prob)
                      in enumerate(best, 1) for key, value in (("gloss", gloss), ("wlasl_id", wlasl_id),
@@ -332,11 +384,9 @@ def main(argv=None):
             print(f"{name}: top-{k} of {len(label_mapping)} glosses ({frames} frames)")
             for r, (gloss, wlasl_id, prob) in enumerate(best, 1):
                 print(f"  {r}. {gloss:<20} {prob:6.3f}   (WLASL class {wlasl_id})")
-    for name, reason in failed:
-        print(f"warning: {name} skipped: {reason}", file=sys.stderr)
-        rows.append({"input": name, "frames": 0, "error": reason})
+    failed = len(inputs) - len(kept)
     if batch_mode:
-        print(f"predicted {len(kept)} of {len(inputs)} inputs" + (f"; {len(failed)} skipped" if failed else ""))
+        print(f"predicted {len(kept)} of {len(inputs)} inputs" + (f"; {failed} skipped" if failed else ""))
     if cli.output_csv:
         fields = ["input", "frames"] + [f"{key}_{r}" for r in range(1, k + 1) for key in ("gloss", "wlasl_id", "prob")]
         Path(cli.output_csv).parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import torch
 import train_simple
 from hybrid_asl_model import LandmarkEncoder, SinusoidalPositionalEncoding as FullModelPE
 from hybrid_asl_model_simple import SimpleHybridASLModel, SinusoidalPositionalEncoding
-from wlasl_data import LANDMARK_DIM, SUBSETS, DataError, load_split, pack_split
+from wlasl_data import LANDMARK_DIM, SPLIT_HINT, SUBSETS, DataError, load_split, pack_split
 
 
 def make_wlasl_layout(root, num_classes=4, clips_per_class=(8, 3, 3), feature_dim=32, seed=0, class_ids=None):
@@ -180,7 +180,7 @@ def check_user_data(data_dir, subset, modality="hybrid", num_frames=16):
     what would stop a run. Absent files are normal (users have part of WLASL); unusable ones deserve a look."""
     data_dir = Path(data_dir)
     split_path = Path(subset) if Path(subset).is_file() else data_dir / subset
-    clips = load_split(split_path)
+    clips = load_split(split_path, hint=SPLIT_HINT)
     gemma_dir, landmarks_dir = data_dir / "gemma_features", data_dir / "landmarks"
     lines = [f"{split_path}: {len(clips)} clips, {len({c.class_id for c in clips.values()})} classes"]
     for folder, stream in ((gemma_dir, "gemma"), (landmarks_dir, "landmarks")):

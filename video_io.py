@@ -14,6 +14,9 @@ import os
 
 import numpy as np
 
+# FFmpeg's own line for a broken file ("moov atom not found") would print beside the VideoError that names it;
+# set OPENCV_FFMPEG_LOGLEVEL yourself (e.g. 24) to see FFmpeg's messages again.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 try:
     import cv2
 except ImportError:  # the training CLI never imports this module; extraction tools need the extras
@@ -161,7 +164,7 @@ def find_file(directory, video_id, extensions):
 
 
 def list_jobs(input_dirs, extensions, split=None):
-    """Clips to process: [{"video_id", "path" (None if missing), "start_frame", "end_frame"}].
+    """Clips to process: [{"video_id", "path" (None when no file has this id), "start_frame", "end_frame"}].
 
     split: {video_id: Clip} from wlasl_data.load_split (its window is honoured), or None = every file with one
     of `extensions` in input_dirs, whole clip. The first directory holding an id wins.
@@ -180,6 +183,16 @@ def list_jobs(input_dirs, extensions, split=None):
         path = next((p for p in (find_file(d, video_id, extensions) for d in input_dirs) if p), None)
         jobs.append(dict(video_id=video_id, path=path, start_frame=clip.start_frame, end_frame=clip.end_frame))
     return jobs
+
+
+def missing_note(missing_ids, what, metadata_path):
+    """The summary line's part for clips whose file is absent: normal (users hold a fraction of WLASL), so one
+    count with a few example ids instead of a warning per clip; the full list is in the metadata."""
+    if not missing_ids:
+        return "missing 0"
+    ids = sorted(missing_ids)
+    examples = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+    return f"missing {len(ids)} (no {what} with that id, e.g. {examples}; all listed in {metadata_path})"
 
 
 def atomic_save_npy(path, array):
@@ -213,7 +226,8 @@ def write_metadata(output_dir, meta, index, count):
 
 
 def merge_metadata(output_dir, count):
-    """Merges the `count` shard files into extraction_metadata.json (counts summed, failures joined) if all exist."""
+    """Merges the `count` shard files into extraction_metadata.json (counts summed, missing ids and failures
+    joined) if all exist."""
     parts = []
     for k in range(count):
         path = os.path.join(output_dir, shard_metadata_name(k, count))
@@ -224,6 +238,7 @@ def merge_metadata(output_dir, count):
     merged = dict(parts[0])
     merged["shard"] = f"merged from {count} shards"
     merged["counts"] = {k: sum(p["counts"].get(k, 0) for p in parts) for k in parts[0]["counts"]}
+    merged["missing"] = sorted(v for p in parts for v in p.get("missing", []))
     merged["failed"] = [f for p in parts for f in p["failed"]]
     merged["seconds"] = max(p.get("seconds", 0) for p in parts)
     path = os.path.join(output_dir, METADATA_NAME)

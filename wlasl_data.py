@@ -73,6 +73,10 @@ class ClipError(Exception):
 # ----------------------------------------------------------------------------------------------------------------
 # Split files and glosses
 
+# What the tools that read a split file but have no --demo add to its not-found message
+SPLIT_HINT = ", or pass --data_dir (the folder with the split files) or --subset (a path to the json)"
+
+
 def load_split(path, hint=""):
     """Reads and validates a WLASL split file -> {video_id: Clip}. Raises DataError naming the bad entry;
     hint ends the not-found message (the trainer adds ", or try --demo")."""

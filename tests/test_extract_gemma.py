@@ -17,6 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WLASL_RAW = ROOT.parent / "shared" / "data" / "videos" / "wlasl_raw"
+WLASL = ROOT.parent / "shared" / "data" / "wlasl"
 
 pytestmark = pytest.mark.skipif(not WLASL_RAW.is_dir(), reason="../shared/data/videos not present")
 pytest.importorskip("cv2", reason="extras not installed: pip install -r requirements-extract.txt")
@@ -89,7 +90,7 @@ def test_preprocessing_matches_the_gemma3_image_processor():
     assert diff.max() <= 1 / 127.5 + 1e-6 and diff.mean() < 2e-3
 
 
-def test_end_to_end_shapes_values_metadata_and_resume(tiny_model, split_file, tmp_path, monkeypatch):
+def test_end_to_end_shapes_values_metadata_and_resume(tiny_model, split_file, tmp_path, monkeypatch, capsys):
     folder, model = tiny_model
     split, videos = split_file
     # selective loading: the language model is never constructed, only vision/projector tensors are read
@@ -146,9 +147,14 @@ def test_end_to_end_shapes_values_metadata_and_resume(tiny_model, split_file, tm
     for m in (meta, on_disk):
         assert m["feature_dim"] == TEXT["hidden_size"] and m["layer"] == "projector" and m["num_frames"] == 16
         assert m["dtype"] == "float16" and "mean" in m["pooling"] and m["model"] == str(folder)
-        assert m["counts"] == {"clips": 6, "extracted": 4, "skipped_existing": 0, "failed": 2,
+        assert m["counts"] == {"clips": 6, "extracted": 4, "skipped_existing": 0, "missing": 1, "failed": 1,
                                "frames_extracted": 64, "outputs_present": 4}
-        assert {f["video_id"] for f in m["failed"]} == {"00000", "corrupt"}
+        assert m["missing"] == ["00000"]  # no video: listed, not a failure
+        assert [f["video_id"] for f in m["failed"]] == ["corrupt"]
+    printed = capsys.readouterr()
+    assert printed.err.strip().splitlines() == [f"warning: corrupt skipped: {meta['failed'][0]['reason']}"]
+    assert f"missing 1 (no video with that id, e.g. 00000; all listed in {out / 'extraction_metadata.json'}), " \
+           "failed 1;" in printed.out
 
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*_gemma.npy")}
     again = eg.main(argv)
@@ -170,6 +176,50 @@ def test_vision_layer_float32_and_whole_clips(tiny_model, tmp_path):
     frames, _ = read_clip_frames(WLASL_RAW / "00338.mp4", num_frames=4)
     assert got.shape == (4, VISION["hidden_size"]) and got.dtype == np.float32
     np.testing.assert_allclose(got, reference_features(model, frames, "vision"), rtol=1e-4, atol=1e-5)
+
+
+def test_real_split_with_few_videos_counts_missing_not_failed(tiny_model, tmp_path, capsys):
+    """nslt_2000 (21,095 clips) with 4 of its videos on disk: 4 extracted, the rest missing (counted, listed in the
+    metadata, one summary line), none failed and no warning per absent video."""
+    folder, _ = tiny_model
+    split = json.loads((WLASL / "nslt_2000.json").read_text())
+    out = tmp_path / "gemma"
+    meta = eg.main(["--videos_dir", str(WLASL_RAW), "--data_dir", str(WLASL), "--subset", "nslt_2000.json",
+                    "--model_name", str(folder), "--output_dir", str(out), "--num_frames", "2", "--device", "cpu",
+                    "--no_progress"])
+    absent = sorted(set(split) - set(WINDOWS))
+    assert meta["counts"]["extracted"] == 4 and meta["counts"]["failed"] == 0 and meta["failed"] == []
+    assert meta["counts"]["missing"] == len(absent) == len(split) - 4
+    assert json.loads((out / "extraction_metadata.json").read_text())["missing"] == absent
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    assert f"missing {len(absent)} (no video with that id, e.g. {', '.join(absent[:3])}, ...; all listed in " in printed.out
+
+
+@pytest.mark.parametrize("name", ["/nope/model", "./nope", "../nope/gemma", "~/nope-gemma-3", "models/nope/gemma"])
+def test_missing_local_model_folder_says_so_without_a_hub_hint(name):
+    with pytest.raises(DataError) as e:
+        eg.resolve_model_dir(name)
+    message = str(e.value)
+    assert message.startswith(f"--model_name {name}: local folder does not exist")
+    assert "config.json" in message and "safetensors" in message and "hf download" not in message
+
+
+def test_missing_local_model_folder_cli_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "extract_gemma_features.py"), "--videos_dir", str(WLASL_RAW),
+                        "--model_name", "/nope/model", "--output_dir", str(tmp_path), "--device", "cpu"],
+                       capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1",
+                                                                HF_HOME=str(tmp_path / "hf")))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --model_name /nope/model: local folder does not exist")
+    assert "hf download" not in lines[0]
+
+
+def test_model_folder_given_with_tilde_is_found(tiny_model, monkeypatch):
+    folder, _ = tiny_model
+    monkeypatch.setenv("HOME", str(folder.parent))
+    assert eg.resolve_model_dir(f"~/{folder.name}") == str(folder)
 
 
 def test_missing_model_is_one_line_and_downloads_nothing(tmp_path):

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 VIDEOS = SHARED / "data" / "videos"
+WLASL = SHARED / "data" / "wlasl"
 REFERENCE = VIDEOS / "reference_landmarks_mediapipe_0.10.21"
 WLASL_RAW = VIDEOS / "wlasl_raw"
 POSES = VIDEOS / "pose_format_test"
@@ -126,7 +127,7 @@ def test_cli_matches_reference_reports_bad_videos_and_resumes(tmp_path):
         assert np.abs(got - ref)[both].max() <= ATOL, name
     assert mask_ref[:, 0].sum() == 66 and mask_ref[:, 1].sum() == 65  # ambulancia: both hands really tested
 
-    assert meta["counts"] == {"clips": 7, "extracted": 5, "skipped_existing": 0, "failed": 2,
+    assert meta["counts"] == {"clips": 7, "extracted": 5, "skipped_existing": 0, "missing": 0, "failed": 2,
                               "frames_extracted": 58 + 65 + 71 + 60 + 66, "outputs_present": 5}
     assert {f["video_id"] for f in meta["failed"]} == {"corrupt", "empty"}
     assert all(f["reason"] for f in meta["failed"])
@@ -142,7 +143,7 @@ def test_cli_matches_reference_reports_bad_videos_and_resumes(tmp_path):
 
 
 @needs_mediapipe
-def test_split_window_num_frames_and_missing_ids(tmp_path):
+def test_split_window_num_frames_and_missing_ids(tmp_path, capsys):
     videos = make_videos_dir(tmp_path, ["00335", "00336"])
     split = {"00335": {"subset": "test", "action": [1283, 10, 30]},
              "00336": {"subset": "train", "action": [1283, 1, 56]},
@@ -153,24 +154,65 @@ def test_split_window_num_frames_and_missing_ids(tmp_path):
                                    "--output_dir", str(out), "--num_frames", "4", "--no_progress"])
     assert np.load(out / "00335_landmarks.npy").shape == (4, 162)
     assert np.load(out / "00336_landmarks.npy").shape == (4, 162)
-    assert meta["counts"]["failed"] == 1 and meta["failed"][0]["video_id"] == "99999"
-    assert "missing" in meta["failed"][0]["reason"]
+    # an absent video is counted and listed as missing, not as a failure, and gets no warning of its own
+    assert meta["counts"]["missing"] == 1 and meta["counts"]["failed"] == 0 and meta["failed"] == []
+    assert meta["missing"] == ["99999"]
+    assert json.loads((out / "extraction_metadata.json").read_text())["missing"] == ["99999"]
+    printed = capsys.readouterr()
+    assert "99999" not in printed.err
+    assert f"missing 1 (no video or .pose file with that id, e.g. 99999; all listed in {out}" in printed.out
+    assert "failed 0" in printed.out
+
+
+@needs_mediapipe
+def test_real_split_with_few_videos_reports_missing_in_one_line(tmp_path):
+    """The user's case: nslt_2000 (21,095 clips) with only a few of its videos on disk. The absent ones are
+    counted as missing in the summary, listed in the metadata and not warned one by one; a corrupt video still
+    gets its named warning and counts as failed. 00333 is the first absent id of the split."""
+    split = json.loads((WLASL / "nslt_2000.json").read_text())
+    present = ["00335", "00336", "00338", "00339"]
+    videos = make_videos_dir(tmp_path, present)
+    (videos / "00295.mp4").write_bytes(os.urandom(20000))  # an id of the split, unreadable
+    out = tmp_path / "lm"
+    r = subprocess.run([sys.executable, str(ROOT / "extract_landmarks.py"), "--videos_dir", str(videos),
+                        "--data_dir", str(WLASL), "--subset", "nslt_2000.json", "--output_dir", str(out),
+                        "--num_frames", "2", "--no_progress"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n_missing = len(split) - 5
+    # stderr holds that one warning and nothing else: no line per absent video, no MediaPipe chatter per clip
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: 00295 skipped: cannot open video"), lines[:5]
+    summary = r.stdout.strip().splitlines()[-1]
+    assert summary.startswith("extracted 4 clips (8 frames), skipped 0 existing, "
+                              f"missing {n_missing} (no video or .pose file with that id, e.g. 00333, 00337, ")
+    assert f"all listed in {out / 'extraction_metadata.json'}), failed 1;" in summary
+
+    meta = json.loads((out / "extraction_metadata.json").read_text())
+    assert meta["counts"]["missing"] == n_missing and meta["counts"]["failed"] == 1
+    assert meta["counts"]["extracted"] == meta["counts"]["outputs_present"] == 4
+    assert meta["missing"] == sorted(set(split) - set(present) - {"00295"})
+    assert [f["video_id"] for f in meta["failed"]] == ["00295"]
 
 
 @needs_mediapipe
 def test_shards_merge_into_one_metadata_file(tmp_path):
-    videos = make_videos_dir(tmp_path, ["00335", "00336", "00338", "00339"])
+    names = ["00335", "00336", "00338", "00339"]
+    videos = make_videos_dir(tmp_path, names)
+    split = {v: {"subset": "train", "action": [1283, 1, -1]} for v in names + ["99998", "99999"]}  # 2 absent
+    (tmp_path / "split.json").write_text(json.dumps(split))
     out = tmp_path / "lm"
-    common = ["--videos_dir", str(videos), "--output_dir", str(out), "--num_frames", "2", "--no_progress"]
+    common = ["--videos_dir", str(videos), "--subset", str(tmp_path / "split.json"), "--output_dir", str(out),
+              "--num_frames", "2", "--no_progress"]
     first = extract_landmarks.main(common + ["--shard", "1/2"])
     assert not (out / "extraction_metadata.json").exists()  # shard 0 has not run yet
     second = extract_landmarks.main(common + ["--shard", "0/2"])
-    assert first["counts"]["clips"] == second["counts"]["clips"] == 2
-    assert sorted(p.name for p in out.glob("*_landmarks.npy")) == [f"{v}_landmarks.npy" for v in
-                                                                   ("00335", "00336", "00338", "00339")]
+    assert first["counts"]["clips"] == second["counts"]["clips"] == 3
+    assert first["missing"] == ["99999"] and second["missing"] == ["99998"]
+    assert sorted(p.name for p in out.glob("*_landmarks.npy")) == [f"{v}_landmarks.npy" for v in names]
     merged = json.loads((out / "extraction_metadata.json").read_text())
-    assert merged["counts"]["clips"] == 4 and merged["counts"]["extracted"] == 4
-    assert merged["counts"]["outputs_present"] == 4
+    assert merged["counts"]["clips"] == 6 and merged["counts"]["extracted"] == 4
+    assert merged["counts"]["outputs_present"] == 4 and merged["counts"]["failed"] == 0
+    assert merged["counts"]["missing"] == 2 and merged["missing"] == ["99998", "99999"]
 
 
 @needs_mediapipe
