@@ -18,7 +18,9 @@ import io
 import json
 import math
 import shlex
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -800,9 +802,10 @@ def main(argv=None):
             print(f"epoch {epoch + 1:3d}/{args.epochs}  train loss {train_loss:.4f} top1 {row['train_top1']:.3f}  "
                   f"val loss {val['loss']:.4f} top1 {val['top1']:.3f} top5 {val['top5']:.3f}  "
                   f"lr {row['lr']}  {row['seconds']:.1f}s" + ("  *" if best_epoch == epoch + 1 else ""))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; {out_dir / 'last.pt'} holds the last finished epoch. Resume with:\n  {resume_command}")
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"\ninterrupted{' (SIGTERM)' if isinstance(stop, Terminated) else ''}; {out_dir / 'last.pt'} holds the "
+              f"last finished epoch. Resume with:\n  {resume_command}")
+        return 143 if isinstance(stop, Terminated) else 130
 
     # ---- final evaluation: the best-on-val weights, test split once -----------------------------------------
     best = load_checkpoint(out_dir / "best.pt")
@@ -825,18 +828,29 @@ def main(argv=None):
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's time limit, `kill`, docker stop) handled like Ctrl-C: the run stops between
+    writes, last.pt stays whole, and the resume command is printed."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run(argv=None):
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set from there
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return run_cli(main, argv)
     except torch.OutOfMemoryError:
         print("error: CUDA out of memory; lower --batch_size (e.g. 16 or 8) or --gpu_cache_gb, or use --device cpu",
               file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # during start-up (packing, capture): the training loop handles its own Ctrl-C
+    except KeyboardInterrupt as stop:  # during start-up (packing, capture): the training loop handles its own
         print("\ninterrupted before training started; nothing to resume, run the same command again",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, Terminated) else 130
 
 
 if __name__ == "__main__":

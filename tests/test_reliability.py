@@ -495,19 +495,21 @@ def test_cache_write_interrupted_half_way(data, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------
 # Interruptions
 
-def test_ctrl_c_saves_and_prints_the_exact_resume_command(data, tmp_path):
-    """SIGINT mid-run: exit 130, last.pt loads, and the printed command (run as printed) finishes the run.
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_ctrl_c_saves_and_prints_the_exact_resume_command(data, tmp_path, signum, code):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's time limit) mid-run: exit 130 / 143, last.pt loads, and the
+    printed command (run as printed) finishes the run.
     The run folder has a space in its name: the printed command must still work when pasted into a shell."""
     data_dir, subset = data
     out = tmp_path / "ctrl c run"
     process = start("--data_dir", data_dir, "--subset", subset, *TINY, "--epochs", "4", "--output_dir", out)
     try:
         wait_for_rows(process, out, 1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, (process.returncode, stdout[-2000:], stderr[-2000:])
+    assert process.returncode == code, (process.returncode, stdout[-2000:], stderr[-2000:])
     assert "Traceback" not in stderr, stderr
     command = f"python train_simple.py --resume {shlex.quote(str(out / 'last.pt'))}"
     assert command in stdout + stderr, stdout
