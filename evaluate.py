@@ -84,6 +84,14 @@ def training_folder(checkpoint_path, output_dir):
     return Path(*run_dir.parts[:-n])
 
 
+def recorded_dir(checkpoint_path, args, path):
+    """A folder recorded in the checkpoint's args (relative to where training ran) as a path usable from here."""
+    if path is None or Path(path).is_absolute() or Path(path).exists():
+        return path
+    folder = training_folder(checkpoint_path, args.output_dir)
+    return str(folder / path) if folder is not None and (folder / path).exists() else path
+
+
 def data_paths(cli, args):
     """train_simple.data_paths as training resolved them. Flags given now are relative to here; the --data_dir and
     --subset recorded in the checkpoint are relative to where training ran, so when the split file is not found

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import train_simple
-from evaluate import amp_context, load_trained_model
+from evaluate import amp_context, load_trained_model, recorded_dir
 from video_io import VIDEO_EXTENSIONS, VideoError, cv2_missing  # importable without OpenCV; reading needs it
 from wlasl_data import LANDMARK_DIM, ClipError, DataError, load_clip, run_cli
 
@@ -335,6 +335,9 @@ def main(argv=None):
                         "--end_frame at or after it, or -1 for the end of the video")
     device = train_simple.resolve_device(parser, cli.device)
     model, args, checkpoint = load_trained_model(cli.checkpoint, device)
+    # the extraction metadata next to the training data says how to turn a video into what the model saw
+    for key in ("data_dir", "landmarks_dir", "gemma_features_dir"):
+        setattr(args, key, recorded_dir(cli.checkpoint, args, getattr(args, key)))
     label_mapping, feature_dim = checkpoint["label_mapping"], checkpoint["feature_dim"]
     inputs = dir_inputs(cli, args) if cli.input_dir else [single_input(cli, args)]
     batch_mode = cli.input_dir is not None

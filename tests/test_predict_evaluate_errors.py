@@ -203,6 +203,21 @@ def test_evaluate_from_another_folder_finds_the_data_as_training_did(run, tmp_pa
         project / "data" / ".cache")
 
 
+def test_predict_from_another_folder_reads_the_training_data_folders(run, tmp_path, monkeypatch):
+    """predict.py --video reads extraction_metadata.json beside the training data (how many frames the landmarks
+    were sampled to, which Gemma model and layer): the recorded relative folders resolve from where training ran."""
+    project, run_dir = run
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(output_dir="runs/tiny")
+    checkpoint = run_dir / "best.pt"
+    assert evaluate.recorded_dir(checkpoint, args, "data") == str(project / "data")
+    assert evaluate.recorded_dir(checkpoint, args, "data/landmarks") == str(project / "data" / "landmarks")
+    assert evaluate.recorded_dir(checkpoint, args, "nowhere") == "nowhere"      # left for the error to name
+    assert evaluate.recorded_dir(checkpoint, args, None) is None
+    (tmp_path / "data").mkdir()
+    assert evaluate.recorded_dir(checkpoint, args, "data") == "data"            # exists from here: used as given
+
+
 def test_evaluate_moved_run_says_the_paths_are_as_recorded(run, tmp_path, monkeypatch, capsys):
     project, run_dir = run
     moved = tmp_path / "moved"
