@@ -514,11 +514,12 @@ def check_output_dir(args, resume_state):
         return
     out_dir = Path(args.output_dir)
     last = out_dir / "last.pt"
-    if resume_state is None:
+    if resume_state is None or out_dir.resolve() != Path(args.resume).parent.resolve():
         found = [f for f in ("last.pt", "best.pt", "metrics.json") if (out_dir / f).is_file()]
         if found:
-            raise DataError(f"--output_dir {out_dir} already holds a run ({', '.join(found)}); continue it with "
-                            f"--resume {last}, or pick another --output_dir (--overwrite replaces it)")
+            todo = "branch off into an empty --output_dir" if resume_state else f"continue it with --resume {last}"
+            raise DataError(f"--output_dir {out_dir} already holds a run ({', '.join(found)}); {todo}, or pick "
+                            "another --output_dir (--overwrite replaces it)")
         return
     if last.is_file() and last.resolve() != Path(args.resume).resolve():
         latest = load_checkpoint(last)["epoch"]

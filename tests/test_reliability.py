@@ -396,6 +396,11 @@ def test_resume_from_an_earlier_checkpoint_than_last_is_refused(reference_run, t
     branch = tmp_path / "branch"
     succeeded(cli("--resume", out / "best.pt", "--output_dir", branch))
     assert len(summary_rows(branch)) == 4 and digest(out) == before
+    # a branch into a folder that holds another run is refused too, whatever that run's epoch
+    before = digest(branch)
+    one_error_line(cli("--resume", out / "best.pt", "--output_dir", branch), 2, "already holds a run",
+                   "branch off into an empty --output_dir")
+    assert digest(branch) == before
 
 
 def test_resume_with_another_model_shape_flag(reference_run):
