@@ -154,6 +154,29 @@ class LandmarkEncoder(SequenceEncoder):
                          drop_path)
 
 
+class ChannelStandardizer(nn.Module):
+    """(x - mean) / std per input channel, with statistics of the training set (set_statistics), kept in the
+    checkpoint. Landmark channels differ in scale by 100x (positions vs. frame-to-frame motion): standardized, each
+    gets the same footing under weight decay, as in the ridge baseline's StandardScaler. Identity until set."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set_statistics(self, mean, std):
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, value in (("mean", self.mean), ("std", self.std)):  # checkpoints from before it existed
+            state_dict.setdefault(prefix + name, torch.zeros_like(value) if name == "mean" else torch.ones_like(value))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 def build_classifier(hidden_dim, num_classes, dropout):
     """Above 500 classes the head gets a third layer and a 2x wider middle: one linear map underfits 1000 glosses."""
     if num_classes > 500:
@@ -183,6 +206,7 @@ class FullHybridASLModel(nn.Module):
         super().__init__()
         encoding = SinusoidalPositionalEncoding if use_sinusoidal_pos else LearnedPositionalEncoding
         self.visual_proj = nn.Sequential(nn.Linear(gemma_feature_dim, hidden_dim), nn.LayerNorm(hidden_dim))
+        self.landmark_standardizer = ChannelStandardizer(landmark_dim)
         self.landmark_proj = nn.Sequential(nn.Linear(landmark_dim, hidden_dim), nn.LayerNorm(hidden_dim))
         self.pos_encoding = encoding(hidden_dim, max_len, encoder_dropout)
         self.landmark_to_visual = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
@@ -197,7 +221,7 @@ class FullHybridASLModel(nn.Module):
         if mask is None:
             mask = torch.ones(landmarks.shape[:2], dtype=torch.bool, device=landmarks.device)
         v = self.pos_encoding(self.visual_proj(gemma_features))
-        l = self.pos_encoding(self.landmark_proj(landmarks))
+        l = self.pos_encoding(self.landmark_proj(self.landmark_standardizer(landmarks)))
         l_fused = self.landmark_to_visual(l, mask, context=v, context_mask=mask)
         v_fused = self.visual_to_landmark(v, mask, context=l, context_mask=mask)
         h = l_fused + v_fused

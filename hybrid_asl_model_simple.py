@@ -9,8 +9,8 @@
 import torch
 import torch.nn as nn
 
-from hybrid_asl_model import (LandmarkEncoder, SequenceEncoder, SinusoidalPositionalEncoding,  # noqa: F401
-                              TransformerBlock, build_classifier, masked_mean)
+from hybrid_asl_model import (ChannelStandardizer, LandmarkEncoder, SequenceEncoder,  # noqa: F401
+                              SinusoidalPositionalEncoding, TransformerBlock, build_classifier, masked_mean)
 
 MODALITIES = ("hybrid", "landmarks", "gemma")
 FUSION_TYPES = ("concat", "attention", "gated")
@@ -28,6 +28,7 @@ class SimpleHybridASLModel(nn.Module):
                             dropout=encoder_dropout, max_len=max_len, use_sinusoidal_pos=use_sinusoidal_pos,
                             drop_path=drop_path)
         if modality in ("hybrid", "landmarks"):
+            self.landmark_standardizer = ChannelStandardizer(landmark_dim)
             self.landmark_encoder = LandmarkEncoder(input_dim=landmark_dim, **encoder_args)
         if modality in ("hybrid", "gemma"):
             self.visual_encoder = SequenceEncoder(input_dim=gemma_feature_dim, **encoder_args)
@@ -50,6 +51,8 @@ class SimpleHybridASLModel(nn.Module):
         x = landmarks if landmarks is not None else gemma_features
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        if self.modality != "gemma":
+            landmarks = self.landmark_standardizer(landmarks)
         if self.modality == "landmarks":
             pooled = self.landmark_encoder(landmarks, mask)
         elif self.modality == "gemma":

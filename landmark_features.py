@@ -128,3 +128,18 @@ def make_landmark_features(landmarks, mask, normalize: bool = True):
 
     out = torch.cat([body.flatten(2), lhand, rhand, vel.flatten(2), pres], dim=-1)
     return out * mask[..., None]
+
+
+def channel_statistics(landmarks, lengths, normalize=True, chunk=1024):
+    """Mean and std (C,) of each model input channel over the real frames of a packed split: landmarks (N,T,162)
+    (numpy or torch), lengths (N,). The std is floored at 1e-2 so that a channel that is (nearly) constant in
+    training, e.g. a hand never detected, is not blown up when it moves at test time."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for start in range(0, len(landmarks), chunk):
+        x = torch.as_tensor(landmarks[start:start + chunk]).float()
+        mask = torch.arange(x.shape[1])[None] < torch.as_tensor(lengths[start:start + chunk])[:, None]
+        f = make_landmark_features(x, mask, normalize).double()[mask]        # (real frames, C)
+        total, total_sq, count = total + f.sum(0), total_sq + (f * f).sum(0), count + len(f)
+    mean = total / max(count, 1)
+    std = (total_sq / max(count, 1) - mean * mean).clamp(min=0).sqrt()
+    return mean.float(), std.clamp(min=1e-2).float()

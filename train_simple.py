@@ -35,7 +35,7 @@ import plots
 from augment import add_augment_args, augment_batch, augment_config_from_args
 from hybrid_asl_model import FullHybridASLModel
 from hybrid_asl_model_simple import FUSION_TYPES, MODALITIES, SimpleHybridASLModel
-from landmark_features import landmark_feature_dim, make_landmark_features
+from landmark_features import channel_statistics, landmark_feature_dim, make_landmark_features
 from wlasl_data import (BatchLoader, DataError, atomic_write, build_label_mapping, load_glosses, load_split,
                         load_splits, run_cli)
 
@@ -185,6 +185,8 @@ def build_parser():
     g.add_argument("--dropout", type=probability, default=0.5, help="dropout in the fusion and classifier")
     g.add_argument("--encoder_dropout", type=probability, default=0.1, help="dropout inside the transformers")
     g.add_argument("--drop_path", type=probability, default=0.1, help="stochastic depth rate of the top layer")
+    g.add_argument("--landmark_standardize", action="store_true",
+                   help="standardize each landmark input channel with the training split's mean and std")
     g.add_argument("--legacy_pos_encoding", action="store_true",
                    help="learned/random positional encoding of old checkpoints instead of sinusoidal")
 
@@ -622,6 +624,11 @@ def main(argv=None):
     # ---- model, optimizer, schedule --------------------------------------------------------------------------
     torch.manual_seed(args.seed)
     model = build_model(args, num_classes, feature_dim).to(device)
+    if args.landmark_standardize and args.modality != "gemma" and resume_state is None:
+        # statistics of the (un-augmented) training clips; a resumed run gets them back from its checkpoint
+        train = splits["train"]
+        mean, std = channel_statistics(train.landmarks, train.lengths, normalize=not args.no_landmark_norm)
+        model.landmark_standardizer.set_statistics(mean.to(device), std.to(device))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases and norms are not decayed
     bf16 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
