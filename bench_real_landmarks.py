@@ -56,7 +56,7 @@ CONFIGS = {
     "norm+strong": ["--augment", "strong"],
     "default+ema": ["--ema", "--ema_decay", "0.995"],  # 0.995: runs here are ~0.4-1.4k steps; 0.999 would still hold init weights
     "default+classw": ["--use_class_weights"],          # the design note's recommendation for imbalanced data
-    "default+std": ["--landmark_standardize"],          # Protocol 3: input channels standardized (training stats)
+    "default-std": ["--no_landmark_standardize"],       # Protocol 3's comparison (its "default"; std is default now)
 }
 ABLATION = ("plain", "raw+light", "norm+none", "default", "norm+strong", "default+ema", "default+classw")
 REFERENCE = ("plain", "default")

@@ -30,6 +30,7 @@ A point that was not detected is exactly 0 in every channel (never -centre/scale
 presence channels a zero is never mistaken for a position. Padding frames (mask False) are all zeros.
 The output is finite for any finite input (all-zero clips included); NaN input is treated as undetected.
 """
+import numpy as np
 import torch
 
 from wlasl_data import LANDMARK_DIM
@@ -42,6 +43,7 @@ L_SHOULDER, R_SHOULDER = 42, 43      # MediaPipe pose 11 and 12 = first two poin
 PALM_PAIRS = ((0, 5), (0, 9), (0, 17), (5, 17))  # wrist/MCP distances: stable under finger motion
 MIN_SCALE = 1e-4                     # below this a width/size is degenerate (coincident points)
 NORMALIZED_DIM = 162 + 63 + 63 + 162 + 3
+MAX_SANE = 1e3                      # |channel| beyond this is a tracker failure, not a position
 
 
 def landmark_feature_dim(normalize: bool) -> int:
@@ -132,14 +134,23 @@ def make_landmark_features(landmarks, mask, normalize: bool = True):
 
 def channel_statistics(landmarks, lengths, normalize=True, chunk=1024):
     """Mean and std (C,) of each model input channel over the real frames of a packed split: landmarks (N,T,162)
-    (numpy or torch), lengths (N,). The std is floored at 1e-2 so that a channel that is (nearly) constant in
-    training, e.g. a hand never detected, is not blown up when it moves at test time."""
+    (numpy or torch), lengths (N,).
+
+    A frame with a value beyond MAX_SANE (a broken tracker; sane normalized channels are within a few units) is
+    left out, so one bad clip cannot squash every channel of the run. The std is floored at 1e-2 so that a channel
+    that is (nearly) constant in training, e.g. a hand never detected, is not blown up when it moves at test time.
+    """
     total, total_sq, count = 0.0, 0.0, 0
     for start in range(0, len(landmarks), chunk):
-        x = torch.as_tensor(landmarks[start:start + chunk]).float()
-        mask = torch.arange(x.shape[1])[None] < torch.as_tensor(lengths[start:start + chunk])[:, None]
-        f = make_landmark_features(x, mask, normalize).double()[mask]        # (real frames, C)
+        x = torch.as_tensor(np.array(landmarks[start:start + chunk], dtype=np.float32)
+                            if isinstance(landmarks, np.ndarray) else landmarks[start:start + chunk]).float()
+        n = torch.as_tensor(np.array(lengths[start:start + chunk], dtype=np.int64), device=x.device)
+        mask = torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
+        f = make_landmark_features(x, mask, normalize)[mask]                   # (real frames, C)
+        f = f[(f.abs() <= MAX_SANE).all(dim=1)].double()                       # NaN fails the test too
         total, total_sq, count = total + f.sum(0), total_sq + (f * f).sum(0), count + len(f)
-    mean = total / max(count, 1)
-    std = (total_sq / max(count, 1) - mean * mean).clamp(min=0).sqrt()
+    if count == 0:  # nothing sane to measure: leave the input as it is
+        return torch.zeros(landmark_feature_dim(normalize)), torch.ones(landmark_feature_dim(normalize))
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp(min=0).sqrt()
     return mean.float(), std.clamp(min=1e-2).float()

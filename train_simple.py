@@ -185,8 +185,9 @@ def build_parser():
     g.add_argument("--dropout", type=probability, default=0.5, help="dropout in the fusion and classifier")
     g.add_argument("--encoder_dropout", type=probability, default=0.1, help="dropout inside the transformers")
     g.add_argument("--drop_path", type=probability, default=0.1, help="stochastic depth rate of the top layer")
-    g.add_argument("--landmark_standardize", action="store_true",
-                   help="standardize each landmark input channel with the training split's mean and std")
+    g.add_argument("--no_landmark_standardize", action="store_true",
+                   help="do not standardize the normalized landmark channels with the training split's mean and std "
+                        "(raw coordinates, --no_landmark_norm, are never standardized)")
     g.add_argument("--legacy_pos_encoding", action="store_true",
                    help="learned/random positional encoding of old checkpoints instead of sinusoidal")
 
@@ -277,6 +278,12 @@ def place_splits_on_device(splits, device, budget_gb):
         on_device[name] = size <= left
         left -= size if on_device[name] else 0
     return on_device
+
+
+def standardizes_landmarks(args):
+    """Normalized landmark channels are standardized by default (Protocol 3 in BENCHMARKS.md); the plain legacy
+    input (--no_landmark_norm) stays raw."""
+    return args.modality != "gemma" and not args.no_landmark_norm and not args.no_landmark_standardize
 
 
 def build_model(args, num_classes, feature_dim):
@@ -624,7 +631,7 @@ def main(argv=None):
     # ---- model, optimizer, schedule --------------------------------------------------------------------------
     torch.manual_seed(args.seed)
     model = build_model(args, num_classes, feature_dim).to(device)
-    if args.landmark_standardize and args.modality != "gemma" and resume_state is None:
+    if standardizes_landmarks(args) and resume_state is None:
         # statistics of the (un-augmented) training clips; a resumed run gets them back from its checkpoint
         train = splits["train"]
         mean, std = channel_statistics(train.landmarks, train.lengths, normalize=not args.no_landmark_norm)

@@ -1,4 +1,5 @@
 """Core behaviour: the loader on real WLASL split files, masks, modalities, cache, resume and metrics."""
+import argparse
 import csv
 import json
 import os
@@ -202,6 +203,33 @@ def test_landmark_only_needs_no_feature_files(data, tmp_path):
     assert run_cli("--data_dir", landmarks_only, "--subset", subset, "--modality", "landmarks", "--epochs", "1",
                    "--output_dir", tmp_path / "run", *TINY) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["n"] == 12
+
+
+def test_landmark_channels_are_standardized_with_training_statistics(data, tmp_path):
+    """The checkpoint carries the training split's channel mean/std (normalized channels only); older checkpoints
+    without them load as identity; --no_landmark_standardize and --no_landmark_norm leave the input as it is."""
+    from landmark_features import channel_statistics
+    data_dir, subset = data
+    common = ["--data_dir", data_dir, "--subset", subset, "--epochs", "1", *TINY]
+    assert run_cli(*common, "--output_dir", tmp_path / "std") == 0
+    checkpoint = train_simple.load_checkpoint(tmp_path / "std" / "best.pt")
+    args = argparse.Namespace(**checkpoint["args"])
+    label_of = {e["wlasl_id"]: e["index"] for e in checkpoint["label_mapping"]}
+    train = load_splits(load_split(data_dir / subset), label_of, data_dir / "gemma_features", data_dir / "landmarks",
+                        "hybrid", args.num_frames, checkpoint["feature_dim"], cache_dir=None)["train"]
+    mean, std = channel_statistics(train.landmarks, train.lengths)
+    assert torch.allclose(checkpoint["model"]["landmark_standardizer.mean"], mean)
+    assert torch.allclose(checkpoint["model"]["landmark_standardizer.std"], std)
+    # a checkpoint from before the standardizer: loads, and the standardizer is the identity
+    old = {k: v for k, v in checkpoint["model"].items() if not k.startswith("landmark_standardizer.")}
+    model = train_simple.build_model(args, checkpoint["num_classes"], checkpoint["feature_dim"])
+    model.load_state_dict(old)
+    assert (model.landmark_standardizer.mean == 0).all() and (model.landmark_standardizer.std == 1).all()
+    for flag in ("--no_landmark_standardize", "--no_landmark_norm"):
+        out = tmp_path / flag.strip("-")
+        assert run_cli(*common, flag, "--output_dir", out) == 0
+        state = train_simple.load_checkpoint(out / "best.pt")["model"]
+        assert (state["landmark_standardizer.mean"] == 0).all() and (state["landmark_standardizer.std"] == 1).all()
 
 
 def test_visual_only_needs_no_landmark_files(data, tmp_path):

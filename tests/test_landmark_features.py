@@ -227,3 +227,31 @@ def test_cuda_matches_cpu():
     gpu = make_landmark_features(x.cuda(), m.cuda(), True)
     assert gpu.device.type == "cuda"
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-5)
+
+
+def test_channel_statistics_count_real_frames_only():
+    from landmark_features import channel_statistics
+    clips = torch.stack([synthetic_clip(T=12, seed=s) for s in range(5)])
+    lengths = np.array([12, 7, 12, 3, 9])
+    padded = clips.clone()
+    for i, n in enumerate(lengths):
+        padded[i, n:] = 1e3                                   # padding must not count, whatever it holds
+    mean, std = channel_statistics(padded.numpy(), lengths, normalize=True, chunk=2)
+    mask = torch.arange(12)[None] < torch.as_tensor(lengths)[:, None]
+    real = make_landmark_features(clips, mask, True)[mask].double()
+    assert torch.allclose(mean.double(), real.mean(0), atol=1e-5)
+    assert torch.allclose(std.double(), real.std(0, unbiased=False).clamp(min=1e-2), atol=1e-5)
+    assert (std >= 1e-2).all() and mean.shape == (NORMALIZED_DIM,)
+
+
+def test_channel_statistics_leave_out_broken_frames():
+    """A clip with values near the float32 limit (a broken tracker) must not decide every channel's scale."""
+    from landmark_features import channel_statistics
+    clips = torch.stack([synthetic_clip(T=10, seed=s) for s in range(4)])
+    lengths = np.full(4, 10)
+    clean = channel_statistics(clips.numpy(), lengths)
+    broken = torch.cat([clips, torch.full((1, 10, LANDMARK_DIM), 3e38)]).numpy()
+    robust = channel_statistics(broken, np.full(5, 10))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(clean, robust))
+    mean, std = channel_statistics(torch.full((2, 4, LANDMARK_DIM), 3e38), np.full(2, 4))
+    assert (mean == 0).all() and (std == 1).all()           # nothing sane: identity
