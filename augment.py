@@ -126,41 +126,12 @@ def _temporal_indices(lengths, T, u, cfg):
     return src, length2
 
 
-def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator):
-    """Augment one training batch. Returns new (gemma, landmarks, mask); the inputs are never modified.
-
-    gemma (B,T,D) or None, landmarks (B,T,162) raw coords, mask (B,T) bool left-aligned. With every
-    probability 0 (the "none" preset) the inputs are returned as they are. generator None draws from the
-    default generator of the batch's device (what a captured CUDA graph needs)."""
-    if not any(cfg[k] > 0 for k in PROB_KEYS):
-        return gemma, landmarks, mask
-    if landmarks is None:  # visual-only training: the temporal and visual parts run on an empty landmark stream
-        empty = torch.zeros(*gemma.shape[:2], NUM_POINTS * 3, device=gemma.device)
-        gemma, _, mask = augment_batch(gemma, empty, mask, cfg, generator)
-        return gemma, None, mask
+def _augment_landmarks(landmarks, src, new_mask, u, cfg):
+    """The landmark part of augment_batch: the temporal gather, then affine, mirror and hand dropout."""
     B, T, _ = landmarks.shape
     dev = landmarks.device
-
-    gen_dev = dev if generator is None else generator.device
-
-    def rand(*shape):  # drawn on the generator's device, so results do not depend on the batch's device
-        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
-
-    names = ["speed", "speed_val", "speed_off", "crop", "crop_val", "crop_off", "rotate", "rotate_val",
-             "scale", "scale_val", "aspect_val", "shear", "shear_x", "shear_y", "translate", "tx", "ty",
-             "mirror", "hand_drop", "hand_which", "frame_mask", "gemma_noise", "gemma_drop"]
-    draws = rand(B, len(names))
-    u = {n: draws[:, i] for i, n in enumerate(names)}
-    frame_u = rand(B, T)
-
-    # --- time: resample + crop, one gather for both streams -----------------------------------------
-    mask = mask.bool()
-    src, new_len = _temporal_indices(mask.sum(1), T, u, cfg)
-    new_mask = torch.arange(T, device=dev)[None, :] < new_len[:, None]
     lm = landmarks.float().gather(1, src[..., None].expand(-1, -1, landmarks.shape[-1]))
     lm = lm * new_mask[..., None]
-    if gemma is not None:
-        g = gemma.gather(1, src[..., None].expand(-1, -1, gemma.shape[-1])) * new_mask[..., None]
 
     # --- space: one affine per clip around the shoulder centre, detected points only -----------------
     pts = lm.reshape(B, T, NUM_POINTS, 3)
@@ -188,13 +159,14 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
         z = pts[..., 2:] * s[:, None, None, None]
         pts = torch.where(present[..., None], torch.cat([xy, z], -1), torch.zeros_like(pts))
 
-    # --- mirror: flip x in image coordinates and swap the left/right blocks -------------------------
-    mirror = (u["mirror"] < cfg["mirror_p"])[:, None, None]
-    perm = _mirror_perm(dev)
-    flipped = pts[:, :, perm]
-    flipped = torch.cat([1 - flipped[..., :1], flipped[..., 1:]], -1)
-    flipped = torch.where(present[:, :, perm][..., None], flipped, torch.zeros_like(flipped))
-    pts = torch.where(mirror[..., None], flipped, pts)
+    # --- mirror: flip x in image coordinates and swap the left/right blocks (opt-in: 0 in every preset) -----
+    if cfg["mirror_p"] > 0:
+        mirror = (u["mirror"] < cfg["mirror_p"])[:, None, None]
+        perm = _mirror_perm(dev)
+        flipped = pts[:, :, perm]
+        flipped = torch.cat([1 - flipped[..., :1], flipped[..., 1:]], -1)
+        flipped = torch.where(present[:, :, perm][..., None], flipped, torch.zeros_like(flipped))
+        pts = torch.where(mirror[..., None], flipped, pts)
 
     # --- hand dropout: one whole hand block for the clip --------------------------------------------
     drop = u["hand_drop"] < cfg["hand_drop_p"]
@@ -202,12 +174,46 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
     left = (u["hand_which"] < 0.5)[:, None]
     hand_pts = torch.where(left, point_idx < 21, (point_idx >= 21) & (point_idx < 42))     # (B,54)
     pts = pts * ~(drop[:, None] & hand_pts)[:, None, :, None]
-    lm = pts.reshape(B, T, -1)
+    return pts.reshape(B, T, -1)
+
+
+def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator):
+    """Augment one training batch. Returns new (gemma, landmarks, mask); the inputs are never modified.
+
+    gemma (B,T,D) or None, landmarks (B,T,162) raw coords, mask (B,T) bool left-aligned. With every
+    probability 0 (the "none" preset) the inputs are returned as they are. generator None draws from the
+    default generator of the batch's device (what a captured CUDA graph needs)."""
+    if not any(cfg[k] > 0 for k in PROB_KEYS):
+        return gemma, landmarks, mask
+    B, T = mask.shape
+    dev = mask.device
+
+    gen_dev = dev if generator is None else generator.device
+
+    def rand(*shape):  # drawn on the generator's device, so results do not depend on the batch's device
+        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
+
+    # every draw is made whether or not its stream is present, so both streams see the same random numbers
+    names = ["speed", "speed_val", "speed_off", "crop", "crop_val", "crop_off", "rotate", "rotate_val",
+             "scale", "scale_val", "aspect_val", "shear", "shear_x", "shear_y", "translate", "tx", "ty",
+             "mirror", "hand_drop", "hand_which", "frame_mask", "gemma_noise", "gemma_drop"]
+    draws = rand(B, len(names))
+    u = {n: draws[:, i] for i, n in enumerate(names)}
+    frame_u = rand(B, T)
+
+    # --- time: resample + crop, one gather for both streams -----------------------------------------
+    mask = mask.bool()
+    src, new_len = _temporal_indices(mask.sum(1), T, u, cfg)
+    new_mask = torch.arange(T, device=dev)[None, :] < new_len[:, None]
+    lm = None if landmarks is None else _augment_landmarks(landmarks, src, new_mask, u, cfg)
+    if gemma is not None:
+        g = gemma.gather(1, src[..., None].expand(-1, -1, gemma.shape[-1])) * new_mask[..., None]
 
     # --- frame masking: zero content of random real frames in both streams; never all of them --------
     fm = (u["frame_mask"] < cfg["frame_mask_p"])[:, None] & (frame_u < cfg["frame_mask_ratio"]) & new_mask
     fm = fm & ~(fm.sum(1) >= new_len)[:, None]
-    lm = lm * ~fm[..., None]
+    if lm is not None:
+        lm = lm * ~fm[..., None]
 
     if gemma is not None:
         g = g * ~fm[..., None]
@@ -227,4 +233,4 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
             g = g * factor[:, None, :]
     else:
         g = None
-    return g, lm.to(landmarks.dtype), new_mask
+    return g, None if lm is None else lm.to(landmarks.dtype), new_mask

@@ -26,6 +26,7 @@ default) and the chosen one. The chosen recipe is compared with the normalized r
 Writes <out>/results.json and <out>/results.md (atomically); prints one line per run.
 """
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -71,7 +72,11 @@ EPOCHS = {"bsl16": 40, "isl13": 120, "bsl16_k8": 250, "isl13_k8": 250, "wlasl_vi
 
 def load_set(name):
     """-> (list of (T,162) float32 sequences, labels (N,), class names, extra per-sequence info)."""
-    base = name.removesuffix("_k8")
+    return load_recordings(name.removesuffix("_k8").replace("wlasl_xsource", "wlasl_video"))
+
+
+@functools.lru_cache(maxsize=None)  # bsl16 and bsl16_k8 (and so on) are the same recordings: read each file once
+def load_recordings(base):
     if base in ("bsl16", "isl13"):
         d = np.load(LANDMARKS / f"{base}_162.npz")
         return list(d["X"].astype(np.float32)), d["y"].astype(np.int64), list(d["classes"]), {}
@@ -187,9 +192,10 @@ def train_model(data_dir, run_dir, config, seed, epochs, extra_flags, threads, k
            "--subset", "split.json", "--output_dir", str(run_dir), "--seed", str(seed), "--epochs", str(epochs),
            *MODEL_FLAGS, *CONFIGS[config], *extra_flags]
     done = run_dir / "bench_command.json"
-    if done.is_file() and (run_dir / "metrics.json").is_file() and json.loads(done.read_text())["command"] == cmd[2:]:
+    previous = json.loads(done.read_text()) if done.is_file() else {}
+    if previous.get("command") == cmd[2:] and (run_dir / "metrics.json").is_file():
         m = json.loads((run_dir / "metrics.json").read_text())   # the same run finished before: reuse it
-        return {**run_summary(m, cmd), "seconds": json.loads(done.read_text())["seconds"], "reused": True}
+        return {**run_summary(m, cmd), "seconds": previous["seconds"], "reused": True}
     t0 = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None   # torch's intra-op threads
     # a folder left by an unfinished or different run is trained over (not part of the run's identity)

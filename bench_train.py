@@ -105,7 +105,7 @@ def reference_phase(cfg):
     args = train_simple.build_parser().parse_args(["--hidden_dim", str(cfg["hidden_dim"])])
     model = train_simple.build_model(args, len(mapping), cfg["feature_dim"]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else train_simple.nullcontext()
+    amp = train_simple.amp_context(device)
     loader = DataLoader(PerFileDataset(data_dir, train, T), batch_size=cfg["batch_size"], shuffle=True, num_workers=4,
                         pin_memory=device.type == "cuda", persistent_workers=True, drop_last=False)
     if device.type == "cuda":
@@ -189,7 +189,7 @@ def run_phase(fn, cfg):
     return result
 
 
-def summarize(name, result, batch_size):
+def summarize(name, result):
     epochs = result["epoch_seconds"]
     steady = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
     wait = statistics.median(result["data_wait_seconds"][1:] or result["data_wait_seconds"])
@@ -234,7 +234,7 @@ def main():
         results["per-file DataLoader"] = run_phase(reference_phase, cfg)
     results["train_simple cold"] = run_phase(project_phase, dict(cfg, name="cold"))
     results["train_simple warm"] = run_phase(project_phase, dict(cfg, name="warm"))
-    table = [summarize(name, r, args.batch_size) for name, r in results.items()]
+    table = [summarize(name, r) for name, r in results.items()]
     if "per-file DataLoader" in results:
         base = table[0]["seconds_per_epoch"]
         for row in table:

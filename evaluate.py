@@ -21,11 +21,10 @@ import io
 import json
 import os
 import sys
-from contextlib import nullcontext, redirect_stdout
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import plots
 import train_simple
@@ -107,12 +106,7 @@ def data_paths(cli, args):
         for key in ("gemma_features_dir", "landmarks_dir", "cache_dir"):  # given now: relative to here
             if getattr(cli, key):
                 setattr(args, key, os.path.abspath(getattr(cli, key)))
-        here = os.getcwd()
-        os.chdir(folder)  # data_paths tells a split-file path from a name in --data_dir by looking from the cwd
-        try:
-            there = tuple(p if p is None else folder / p for p in train_simple.data_paths(args))
-        finally:
-            os.chdir(here)
+        there = train_simple.data_paths(args, base=folder)
         if there[1].is_file():
             return there
     raise DataError(f"split file not found: {cli.checkpoint} records --data_dir {args.data_dir} --subset "
@@ -120,12 +114,7 @@ def data_paths(cli, args):
                     + "; pass --data_dir and --subset (where the split file is now)")
 
 
-def amp_context(device):
-    """The autocast training used on this device (bf16 on Ampere and newer, else fp16; none on CPU)."""
-    if device.type != "cuda":
-        return nullcontext()
-    bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
-    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
+amp_context = train_simple.amp_context  # the autocast training used on this device
 
 
 def per_class_rows(logits, labels, label_mapping, train_counts):

@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 
 import train_simple
 from evaluate import amp_context, load_trained_model, recorded_dir
-from video_io import VIDEO_EXTENSIONS, VideoError, cv2_missing  # importable without OpenCV; reading needs it
+from video_io import METADATA_NAME, VIDEO_EXTENSIONS, VideoError, cv2_missing  # importable without OpenCV; reading needs it
 from wlasl_data import LANDMARK_DIM, ClipError, DataError, load_clip, run_cli
 
 INSTALL_HINT = "pip install -r requirements-extract.txt"
@@ -62,28 +61,13 @@ def get_args(argv=None):
 def read_metadata(folder):
     """extraction_metadata.json of a training feature folder as a dict ({} when absent or unreadable)."""
     try:
-        return json.loads((Path(folder) / "extraction_metadata.json").read_text())
+        return json.loads((Path(folder) / METADATA_NAME).read_text())
     except (OSError, ValueError):
         return {}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # From a video to (gemma, landmarks) arrays, with the extraction code and the training data's settings
-
-@contextmanager
-def native_stderr_silenced():
-    """Sends file descriptor 2 to /dev/null meanwhile: MediaPipe's C++ logging writes a screenful of warnings per
-    video there, past Python (exceptions still propagate and are reported after)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
 
 def make_video_reader(args, cli, feature_dim, device):
     """A function video path -> (gemma (T, D) or None, landmarks (T, 162) or None) for this checkpoint's streams.
@@ -107,8 +91,7 @@ def make_video_reader(args, cli, feature_dim, device):
     def read_video(path, start_frame=1, end_frame=-1):
         landmarks = features = None
         if args.modality in ("hybrid", "landmarks"):
-            with native_stderr_silenced():
-                landmarks = extract_video_landmarks(str(path), start_frame, end_frame, landmark_frames)
+            landmarks = extract_video_landmarks(str(path), start_frame, end_frame, landmark_frames)  # quiet itself
         if gemma is not None:
             features = gemma(str(path), start_frame, end_frame)
         return features, landmarks

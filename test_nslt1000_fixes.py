@@ -178,10 +178,10 @@ def test_integration():
 def check_user_data(data_dir, subset, modality="hybrid", num_frames=16):
     """-> (lines describing the data, number of clips whose files exist but are unusable). Raises DataError on
     what would stop a run. Absent files are normal (users have part of WLASL); unusable ones deserve a look."""
-    data_dir = Path(data_dir)
-    split_path = Path(subset) if Path(subset).is_file() else data_dir / subset
+    flags = argparse.Namespace(data_dir=data_dir, subset=subset, gemma_features_dir=None, landmarks_dir=None,
+                               cache_dir=None, no_cache=True)
+    data_dir, split_path, gemma_dir, landmarks_dir, _ = train_simple.data_paths(flags)  # as training finds them
     clips = load_split(split_path, hint=SPLIT_HINT)
-    gemma_dir, landmarks_dir = data_dir / "gemma_features", data_dir / "landmarks"
     lines = [f"{split_path}: {len(clips)} clips, {len({c.class_id for c in clips.values()})} classes"]
     for folder, stream in ((gemma_dir, "gemma"), (landmarks_dir, "landmarks")):
         if modality in ("hybrid", stream) and not folder.is_dir():

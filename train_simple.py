@@ -259,13 +259,15 @@ def resolve_device(parser, name):
 # ----------------------------------------------------------------------------------------------------------------
 # Model, inputs, evaluation
 
-def data_paths(args):
-    """(data_dir, split file, gemma dir, landmarks dir, cache dir or None) from the data flags."""
-    data_dir = Path(args.data_dir)
-    split_path = Path(args.subset) if Path(args.subset).is_file() else data_dir / args.subset
-    gemma_dir = Path(args.gemma_features_dir or data_dir / "gemma_features")
-    landmarks_dir = Path(args.landmarks_dir or data_dir / "landmarks")
-    cache_dir = None if args.no_cache else Path(args.cache_dir or data_dir / ".cache")
+def data_paths(args, base="."):
+    """(data_dir, split file, gemma dir, landmarks dir, cache dir or None) from the data flags, relative paths taken
+    from `base` (evaluate.py passes the folder training ran in)."""
+    base = Path(base)
+    data_dir = base / args.data_dir
+    split_path = base / args.subset if (base / args.subset).is_file() else data_dir / args.subset
+    gemma_dir = base / args.gemma_features_dir if args.gemma_features_dir else data_dir / "gemma_features"
+    landmarks_dir = base / args.landmarks_dir if args.landmarks_dir else data_dir / "landmarks"
+    cache_dir = None if args.no_cache else base / args.cache_dir if args.cache_dir else data_dir / ".cache"
     return data_dir, split_path, gemma_dir, landmarks_dir, cache_dir
 
 
@@ -278,6 +280,18 @@ def place_splits_on_device(splits, device, budget_gb):
         on_device[name] = size <= left
         left -= size if on_device[name] else 0
     return on_device
+
+
+def uses_bf16(device):
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def amp_context(device, cache_enabled=True):
+    """The autocast of this device: bf16 on Ampere and newer, else fp16; none on CPU."""
+    if device.type != "cuda":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if uses_bf16(device) else torch.float16,
+                          cache_enabled=cache_enabled)
 
 
 def standardizes_landmarks(args):
@@ -435,7 +449,9 @@ def make_train_step(model, optimizer, args, class_weights, amp_ctx, augment_cfg,
             ema_model, ema_params, updates = ema
             decay = torch.clamp((1.0 + updates) / (10.0 + updates), max=args.ema_decay)
             rate = (1.0 - decay) * (1.0 - skipped)
-            torch._foreach_add_(ema_params, torch._foreach_mul(torch._foreach_sub(params, ema_params), rate))
+            delta = torch._foreach_sub(params, ema_params)
+            torch._foreach_mul_(delta, rate)
+            torch._foreach_add_(ema_params, delta)
             updates.add_(1.0 - skipped)
         kept = 1.0 - skipped
         correct = (topk_correct(logits.detach(), labels, 1).float() * weight).sum()
@@ -621,8 +637,8 @@ def main(argv=None):
         args.output_dir = str(Path("runs") / f"{split_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source_best = Path(args.resume or "").parent / "best.pt"
-    if args.resume and not (out_dir / "best.pt").is_file() and source_best.is_file():
+    source_best = Path(args.resume).parent / "best.pt" if args.resume else None
+    if source_best is not None and source_best.is_file() and not (out_dir / "best.pt").is_file():
         # resuming into a new folder: it starts with the best checkpoint so far, so the branch is self-contained
         atomic_write(out_dir / "best.pt", lambda f: f.write(source_best.read_bytes()), "wb")
     atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=2))
@@ -634,17 +650,16 @@ def main(argv=None):
     if standardizes_landmarks(args) and resume_state is None:
         # statistics of the (un-augmented) training clips; a resumed run gets them back from its checkpoint
         train = splits["train"]
-        mean, std = channel_statistics(train.landmarks, train.lengths, normalize=not args.no_landmark_norm)
+        mean, std = channel_statistics(train.landmarks, train.lengths)
         model.landmark_standardizer.set_statistics(mean.to(device), std.to(device))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases and norms are not decayed
-    bf16 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+    bf16 = uses_bf16(device)
     # CUDA graphs need static shapes and no host synchronisation; the fp16 GradScaler synchronises, so graphs
     # are used with bf16 (Ampere and newer) only.
     use_graphs = device.type == "cuda" and bf16 and not args.no_cuda_graphs
     # Autocast's weight-cast cache must be off under graph capture (a cached cast would be replayed stale).
-    amp_ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16, cache_enabled=not use_graphs)
-               if device.type == "cuda" else nullcontext())
+    amp_ctx = amp_context(device, cache_enabled=not use_graphs)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not bf16)
     # Fused AdamW with a tensor learning rate: one kernel per step, capturable in a CUDA graph, and it can skip
     # a step on the device when found_inf is set (no host round trip to check the loss).
@@ -820,7 +835,7 @@ def main(argv=None):
     except KeyboardInterrupt as stop:
         print(f"\ninterrupted{' (SIGTERM)' if isinstance(stop, Terminated) else ''}; {out_dir / 'last.pt'} holds the "
               f"last finished epoch. Resume with:\n  {resume_command}")
-        return 143 if isinstance(stop, Terminated) else 130
+        return getattr(stop, "exit_code", 130)  # Ctrl-C: 130; SIGTERM (Terminated): 143
 
     # ---- final evaluation: the best-on-val weights, test split once -----------------------------------------
     best = load_checkpoint(out_dir / "best.pt")
@@ -846,6 +861,7 @@ def main(argv=None):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a job scheduler's time limit, `kill`, docker stop) handled like Ctrl-C: the run stops between
     writes, last.pt stays whole, and the resume command is printed."""
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 def _raise_terminated(signum, frame):
@@ -865,7 +881,7 @@ def run(argv=None):
     except KeyboardInterrupt as stop:  # during start-up (packing, capture): the training loop handles its own
         print("\ninterrupted before training started; nothing to resume, run the same command again",
               file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
+        return getattr(stop, "exit_code", 130)
 
 
 if __name__ == "__main__":

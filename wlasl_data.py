@@ -273,7 +273,7 @@ def pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, 
 
     gemma_rows, landmark_rows, kept = [], [], []
     skipped, skipped_ids, details, sanitized = Counter(), {}, [], []
-    nonfinite_clips = nonfinite_values = 0
+    nonfinite_values = 0
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = pool.map(read, clips)
         for clip, result in tqdm(zip(clips, results), total=len(clips), desc=f"packing {split_name}",
@@ -288,7 +288,6 @@ def pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, 
             kept.append(clip)
             gemma_rows.append(gemma)
             landmark_rows.append(landmarks)
-            nonfinite_clips += nonfinite > 0
             nonfinite_values += nonfinite
             if nonfinite:
                 sanitized.append(f"{clip.video_id} ({nonfinite})")
@@ -316,7 +315,7 @@ def pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, 
         labels=np.array([label_of[c.class_id] for c in kept], dtype=np.int64), lengths=lengths,
         gemma=stack(gemma_rows, np.float16), landmarks=stack(landmark_rows, np.float32),
         listed=len(clips), skipped=dict(skipped), skipped_ids={k: v[:20] for k, v in skipped_ids.items()},
-        nonfinite_landmark_clips=nonfinite_clips, nonfinite_landmark_values=nonfinite_values)
+        nonfinite_landmark_clips=len(sanitized), nonfinite_landmark_values=nonfinite_values)
 
 
 ARRAYS = ("labels", "lengths", "gemma", "landmarks")
@@ -391,6 +390,7 @@ class BatchLoader:
     def __init__(self, split, batch_size, device, on_device=False, fixed_size=False):
         self.split, self.batch_size, self.device = split, batch_size, torch.device(device)
         self.fixed_size, self.on_device = fixed_size, on_device
+        assert fixed_size or not on_device, "batches gathered on the device are fixed-size (one shape to replay)"
         self.num_frames = next(a.shape[1] for a in (split.gemma, split.landmarks) if a is not None)
         if on_device:
             self.tensors = {name: None if getattr(split, name) is None else
@@ -442,15 +442,14 @@ class BatchLoader:
             for index, real in plan:
                 yield self.gather(index, real)
             return
-        if self.fixed_size and plan:
-            # One host-to-device copy of the epoch's indices instead of one per batch.
-            all_index = torch.from_numpy(np.stack([index for index, _ in plan])).to(self.device)
-            all_real = torch.tensor([real for _, real in plan], device=self.device)
-            for i in range(len(plan)):
-                yield all_index[i], all_real[i]
-        else:
-            for index, real in plan:
-                yield torch.from_numpy(index).to(self.device), real
+        if not plan:
+            return
+        # One host-to-device copy of the epoch's indices instead of one per batch (on-device batches are
+        # fixed-size, so the indices stack).
+        all_index = torch.from_numpy(np.stack([index for index, _ in plan])).to(self.device)
+        all_real = torch.tensor([real for _, real in plan], device=self.device)
+        for i in range(len(plan)):
+            yield all_index[i], all_real[i]
 
     def materialize(self, step_input):
         return self.gather(*step_input) if self.on_device else step_input

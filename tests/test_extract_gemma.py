@@ -205,15 +205,22 @@ def test_missing_local_model_folder_says_so_without_a_hub_hint(name):
     assert "config.json" in message and "safetensors" in message and "hf download" not in message
 
 
-def test_missing_local_model_folder_cli_is_one_line(tmp_path):
+def model_error_line(model_name, tmp_path):
+    """The CLI with a --model_name that is not on this machine, offline: exit 2 and one stderr line (returned)."""
     r = subprocess.run([sys.executable, str(ROOT / "extract_gemma_features.py"), "--videos_dir", str(WLASL_RAW),
-                        "--model_name", "/nope/model", "--output_dir", str(tmp_path), "--device", "cpu"],
+                        "--model_name", model_name, "--output_dir", str(tmp_path), "--device", "cpu"],
                        capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1",
                                                                 HF_HOME=str(tmp_path / "hf")))
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --model_name /nope/model: local folder does not exist")
-    assert "hf download" not in lines[0]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_missing_local_model_folder_cli_is_one_line(tmp_path):
+    line = model_error_line("/nope/model", tmp_path)
+    assert line.startswith("error: --model_name /nope/model: local folder does not exist")
+    assert "hf download" not in line
 
 
 def test_model_folder_given_with_tilde_is_found(tiny_model, monkeypatch):
@@ -223,14 +230,9 @@ def test_model_folder_given_with_tilde_is_found(tiny_model, monkeypatch):
 
 
 def test_missing_model_is_one_line_and_downloads_nothing(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "extract_gemma_features.py"), "--videos_dir", str(WLASL_RAW),
-                        "--model_name", "nobody/not-a-gemma-model", "--output_dir", str(tmp_path), "--device", "cpu"],
-                       capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1",
-                                                                HF_HOME=str(tmp_path / "hf")))
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: model nobody/not-a-gemma-model is not on this machine")
-    assert "hf download" in lines[0]
+    line = model_error_line("nobody/not-a-gemma-model", tmp_path)
+    assert line.startswith("error: model nobody/not-a-gemma-model is not on this machine")
+    assert "hf download" in line
 
 
 def test_torchrun_two_cpu_ranks_split_disjointly_and_merge(tiny_model, tmp_path):
