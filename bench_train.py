@@ -161,6 +161,26 @@ def project_phase(cfg):
                 peak_rss_gb=peak_rss_gb())
 
 
+def startup_phase(cfg):
+    """(c) What a run spends on its data before training: load_splits with no cache (hash every file's content,
+    pack, write the cache), then again with the cache there (stat every file, compare with the remembered digests,
+    memory-map)."""
+    from wlasl_data import build_label_mapping, load_split, load_splits
+    data_dir = Path(cfg["data_dir"])
+    clips = load_split(data_dir / cfg["split_name"])
+    label_of = {m["wlasl_id"]: m["index"] for m in build_label_mapping(clips, {})}
+    cache = Path(cfg["scratch"]) / "startup-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    seconds = []
+    for _ in range(3):  # cold, then warm twice
+        t0 = time.perf_counter()
+        load_splits(clips, label_of, data_dir / "gemma_features", data_dir / "landmarks", "hybrid", cfg["num_frames"],
+                    cfg["feature_dim"], cache_dir=cache, subset_name=cfg["split_name"], show_progress=False)
+        seconds.append(time.perf_counter() - t0)
+    return dict(cold_seconds=seconds[0], warm_seconds=min(seconds[1:]), clips=len(clips),
+                files=2 * len(clips), peak_rss_gb=peak_rss_gb())
+
+
 def _child(fn, cfg, queue):
     try:
         queue.put(("ok", fn(cfg)))
@@ -213,6 +233,8 @@ def main():
     p.add_argument("--skip_reference", action="store_true", help="only time this project's loop")
     p.add_argument("--extra", default="", help="extra train_simple.py flags, e.g. '--no_cuda_graphs'")
     p.add_argument("--out", default="bench_train.json", help="JSON results")
+    p.add_argument("--startup", action="store_true",
+                   help="only time the data start-up (load_splits cold and warm: content digests, packing, cache)")
     args = p.parse_args()
     if not Path(args.subset).is_file():
         sys.exit(f"error: split file {args.subset} not found; pass --subset (the real WLASL split files are in "
@@ -229,6 +251,13 @@ def main():
     cfg = dict(data_dir=str(data_dir), split_name=Path(args.subset).name, feature_dim=args.feature_dim,
                num_frames=args.num_frames, hidden_dim=args.hidden_dim, batch_size=args.batch_size,
                epochs=args.epochs, device=args.device, scratch=str(scratch), extra=args.extra.split())
+    if args.startup:
+        r = run_phase(startup_phase, cfg)
+        print(f"{Path(args.subset).name}: {r['clips']} clips, {r['files']} files, D={args.feature_dim}: "
+              f"cold {r['cold_seconds']:.1f} s (hash, pack, write the cache), warm {r['warm_seconds']:.2f} s "
+              f"(stat + digest check + memory-map); peak RSS {r['peak_rss_gb']:.2f} GB")
+        Path(args.out).write_text(json.dumps(dict(settings=vars(args), startup=r), indent=2))
+        return
     results = {}
     if not args.skip_reference:
         results["per-file DataLoader"] = run_phase(reference_phase, cfg)

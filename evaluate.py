@@ -26,9 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
 import plots
 import train_simple
-from wlasl_data import SPLIT_HINT, SUBSETS, BatchLoader, DataError, load_split, load_splits, run_cli
+from safe_io import DataError, atomic_write_text, check_output_path, make_folder, run_cli, write_json
+from wlasl_data import SPLIT_HINT, SUBSETS, BatchLoader, load_split, load_splits
 
 TOP_CONFUSIONS = 50
 
@@ -65,6 +68,11 @@ def load_trained_model(checkpoint_path, device, overrides=None):
     vars(args).update({k: v for k, v in (overrides or {}).items() if v is not None})
     model = train_simple.build_model(args, checkpoint["num_classes"], checkpoint["feature_dim"])
     weights = checkpoint.get("ema") or checkpoint["model"]
+    broken = [name for name, t in weights.items()
+              if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:  # the model would only ever answer NaN
+        raise DataError(f"{checkpoint_path} holds NaN or infinite weights ({', '.join(broken[:3])}); it cannot "
+                        "predict: use another checkpoint (e.g. the run's best.pt)")
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
@@ -127,7 +135,8 @@ def per_class_rows(logits, labels, label_mapping, train_counts):
         i = entry["index"]
         rows.append({"index": i, "wlasl_id": entry["wlasl_id"], "gloss": entry["gloss"], "n": int(n[i]),
                      "top1": round(hits1[i] / n[i], 5) if n[i] else "",
-                     "top5": round(hits5[i] / n[i], 5) if n[i] else "", "train_clips": int(train_counts[i])})
+                     "top5": round(hits5[i] / n[i], 5) if n[i] else "",
+                     "train_clips": "" if train_counts is None else int(train_counts[i])})  # unknown: older run
     return rows
 
 
@@ -148,6 +157,8 @@ def confusion_rows(logits, labels, label_mapping, top=TOP_CONFUSIONS):
 
 def main(argv=None):
     parser, cli = get_args(argv)
+    if cli.output_dir is not None and not cli.output_dir.strip():
+        parser.error("--output_dir is empty; give a folder (default: the checkpoint's folder)")
     device = train_simple.resolve_device(parser, cli.device)
     overrides = {k: getattr(cli, k) for k in ("data_dir", "subset", "gemma_features_dir", "landmarks_dir",
                                                "cache_dir", "batch_size")}
@@ -185,6 +196,8 @@ def main(argv=None):
         split.skipped_ids = dict(split.skipped_ids, class_not_in_checkpoint=[c.video_id for c in unknown[:20]])
     print(f"{cli.checkpoint}: {args.model} model, modality {args.modality}, {num_classes} classes, "
           f"epoch {checkpoint['epoch']} (best on val: epoch {checkpoint['best_epoch']})")
+    if checkpoint.get("older_version"):
+        print(f"note: {cli.checkpoint} was {checkpoint['older_version']}: per_class.csv leaves what it lacks empty")
     print(f"{split_path}: " + split.report())
     if len(split) == 0:
         raise DataError(f"no usable {cli.split} clip in {split_path} (of {split.listed} listed): check "
@@ -203,10 +216,12 @@ def main(argv=None):
     mistakes = confusion_rows(logits, labels, label_mapping)
 
     out_dir = Path(cli.output_dir or Path(cli.checkpoint).parent) / f"eval_{cli.split}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_simple.atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
-    train_simple.atomic_write_text(out_dir / "per_class.csv", train_simple.csv_text(class_rows, list(class_rows[0])))
-    train_simple.atomic_write_text(out_dir / "confusions.csv", train_simple.csv_text(mistakes, [
+    make_folder(out_dir, "--output_dir")
+    for name in ("metrics.json", "per_class.csv", "confusions.csv"):  # never over one of this command's inputs
+        check_output_path(out_dir / name, "--output_dir", [("--checkpoint", cli.checkpoint), ("--subset", split_path)])
+    write_json(out_dir / "metrics.json", result)
+    atomic_write_text(out_dir / "per_class.csv", train_simple.csv_text(class_rows, list(class_rows[0])))
+    atomic_write_text(out_dir / "confusions.csv", train_simple.csv_text(mistakes, [
         "true_wlasl_id", "true_gloss", "predicted_wlasl_id", "predicted_gloss", "count"]))
     written = ["metrics.json", "per_class.csv", "confusions.csv"]
     if not cli.no_plots:

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from safe_io import DataError, int_range, make_folder, read_text, remove_stale_temporaries, run_cli
 from video_io import (METADATA_NAME, VIDEO_EXTENSIONS, VideoError, atomic_save_npy, cv2_missing, list_jobs,
                       missing_note, parse_shard, read_clip_frames, shard_metadata_name, take_shard, write_metadata)
-from wlasl_data import SPLIT_HINT, DataError, load_split
+from wlasl_data import SPLIT_HINT, load_split
 
 DEFAULT_MODEL = "google/gemma-3-4b-it"
 INSTALL_HINT = "pip install -r requirements-extract.txt"
@@ -273,20 +274,22 @@ def auto_batch_size(device, config, dtype):
 # The corpus: background decoding, fixed-size GPU batches spanning clips, per-clip outputs
 
 def read_job(job, num_frames, pin):
-    """Decode one clip in a reader thread -> (job, uint8 tensor or None, failure reason or None)."""
+    """Decode one clip in a reader thread -> (job, uint8 tensor or None, failure reason or None, notes)."""
+    notes = []
     try:
-        frames, _ = read_clip_frames(job["path"], job["start_frame"], job["end_frame"], num_frames)
+        frames, _ = read_clip_frames(job["path"], job["start_frame"], job["end_frame"], num_frames, notes)
         frames = torch.from_numpy(frames)
-        return job, (frames.pin_memory() if pin else frames), None
+        return job, (frames.pin_memory() if pin else frames), None, notes
     except VideoError as e:
-        return job, None, str(e)
+        return job, None, str(e), notes
     except Exception as e:  # a decoder crash on one file must not stop the corpus
-        return job, None, f"{type(e).__name__}: {str(e)[:200]}"
+        return job, None, f"{type(e).__name__}: {str(e)[:200]}", notes
 
 
 def decoded_clips(jobs, num_frames, readers, pin):
     """Yields read_job results in order while up to 2*readers clips decode ahead in background threads."""
-    with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="reader") as pool:
+    pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="reader")
+    try:
         ahead = deque()
         for job in jobs:
             ahead.append(pool.submit(read_job, job, num_frames, pin))
@@ -294,9 +297,12 @@ def decoded_clips(jobs, num_frames, readers, pin):
                 yield ahead.popleft().result()
         while ahead:
             yield ahead.popleft().result()
+    finally:  # Ctrl-C: the clips decoding ahead are dropped, not waited for
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
-def extract_corpus(todo, tower, projector, spec, args, device, dtype, out_dtype, on_clip_done, on_failure):
+def extract_corpus(todo, tower, projector, spec, args, device, dtype, out_dtype, on_clip_done, on_failure,
+                   on_note=lambda video_id, note: None):
     """Runs every clip in todo through the model in fixed-size batches; clips may straddle two batches."""
     pending = deque()  # (video_id, preprocessed frames (n, 3, S, S)) waiting for a batch
     buffered = 0
@@ -342,7 +348,9 @@ def extract_corpus(todo, tower, projector, spec, args, device, dtype, out_dtype,
             return host, event, owners
         return features, None, owners
 
-    for job, frames, reason in decoded_clips(todo, args.num_frames, args.readers, device.type == "cuda"):
+    for job, frames, reason, notes in decoded_clips(todo, args.num_frames, args.readers, device.type == "cuda"):
+        for note in notes:
+            on_note(job["video_id"], note)
         if reason is not None:
             on_failure(job["video_id"], reason)
             continue
@@ -380,7 +388,7 @@ def get_args(argv=None):
     g.add_argument("--subset", default=None,
                    help="split json (e.g. nslt_100.json; a bare name is looked up in --data_dir); omit to take every video, whole clip")
     g.add_argument("--data_dir", default="data/wlasl", help="WLASL folder: split files, default output folder")
-    g.add_argument("--num_frames", type=int, default=16, help="frames sampled uniformly from each clip")
+    g.add_argument("--num_frames", type=int_range(1, 100000), default=16, help="frames sampled uniformly from each clip")
     g = parser.add_argument_group("model")
     g.add_argument("--model_name", default=DEFAULT_MODEL,
                    help="hub id (must already be downloaded: nothing is fetched at run time) or a local checkpoint folder")
@@ -390,7 +398,7 @@ def get_args(argv=None):
                    help="model precision; auto = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU")
     g.add_argument("--attention", choices=("auto", "cudnn", "flash", "efficient", "math"), default="auto",
                    help="preferred SDPA kernel (others remain as fallbacks); auto = PyTorch's own choice")
-    g.add_argument("--pad_head_dim", type=int, default=0,
+    g.add_argument("--pad_head_dim", type=int_range(0, 1024), default=0,
                    help="zero-pad attention heads to a multiple of this (e.g. 128) to reach faster kernels; 0 = off")
     g.add_argument("--compile", action="store_true", help="torch.compile the vision tower (CUDA; slower start, faster on long runs)")
     g = parser.add_argument_group("output")
@@ -399,9 +407,9 @@ def get_args(argv=None):
     g.add_argument("--overwrite", action="store_true", help="re-extract clips whose output already exists")
     g = parser.add_argument_group("hardware")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda when available")
-    g.add_argument("--batch_size", type=int, default=None,
+    g.add_argument("--batch_size", type=int_range(1, 4096), default=None,
                    help="frames per forward pass; default: chosen from free GPU memory (about 16 on a 4 GB card, 8 on CPU)")
-    g.add_argument("--readers", type=int, default=4, help="background threads decoding videos ahead of the GPU")
+    g.add_argument("--readers", type=int_range(1, 64), default=4, help="background threads decoding videos ahead of the GPU")
     g.add_argument("--shard", default="0/1", help="i/n: process only every n-th clip starting at i (under torchrun: split again per rank)")
     g.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -413,9 +421,8 @@ def check_existing_metadata(output_dir, model_name, layer, overwrite):
     if overwrite or not os.path.isfile(path):
         return
     try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, ValueError):
+        old = json.loads(read_text(path, "metadata"))
+    except (DataError, ValueError):
         return
     if (old.get("model"), old.get("layer")) != (model_name, layer):
         raise DataError(f"{output_dir} holds features of {old.get('model')} --layer {old.get('layer')}; "
@@ -428,8 +435,6 @@ def main(argv=None):
     rank, world, local_rank = distributed_rank()
     if not os.path.isdir(args.videos_dir):
         raise DataError(f"--videos_dir {args.videos_dir} is not a folder")
-    if args.num_frames < 1:
-        raise DataError("--num_frames must be >= 1")
     if cv2_missing():
         raise DataError(f"OpenCV is not installed: {INSTALL_HINT}")
     try:
@@ -449,8 +454,12 @@ def main(argv=None):
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if use_cuda else "fp32"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
+    if args.output_dir is not None and not args.output_dir.strip():
+        raise DataError("--output_dir is empty; give a folder (default <data_dir>/gemma_features)")
     output_dir = args.output_dir or os.path.join(args.data_dir, "gemma_features")
-    os.makedirs(output_dir, exist_ok=True)
+    make_folder(output_dir, "--output_dir")
+    if shard_count == 1:  # a shard on another machine may be writing here: only a lone run cleans up
+        remove_stale_temporaries(output_dir)
     check_existing_metadata(output_dir, args.model_name, args.layer, args.overwrite)
     split = None
     if args.subset is not None:
@@ -461,6 +470,10 @@ def main(argv=None):
     def out_path(video_id):
         return os.path.join(output_dir, f"{video_id}_gemma.npy")
 
+    refused = [j for j in jobs if j["problem"] is not None]  # ids that are paths, reversed windows: named, counted
+    for job in refused:
+        print(f"warning: {job['video_id']!r} skipped: {job['problem'][1]}", file=sys.stderr)
+    jobs = [j for j in jobs if j["problem"] is None]
     not_extracted = [j for j in jobs if args.overwrite or not os.path.isfile(out_path(j["video_id"]))]
     # an absent video is normal (users hold a fraction of WLASL): counted and listed, not a failure
     missing = [j["video_id"] for j in not_extracted if j["path"] is None]
@@ -488,9 +501,12 @@ def main(argv=None):
         failed.append((video_id, reason))
         bar.update(1)
 
+    noted = []
+
     if use_cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    extract_corpus(todo, tower, projector, spec, args, device, dtype, np.dtype(args.dtype), on_clip_done, on_failure)
+    extract_corpus(todo, tower, projector, spec, args, device, dtype, np.dtype(args.dtype), on_clip_done, on_failure,
+                   lambda video_id, note: noted.append((video_id, note)))
     bar.close()
 
     import transformers
@@ -514,11 +530,15 @@ def main(argv=None):
         "batch_size": batch_size,
         "shard": f"{shard_index}/{shard_count}",
         "subset": args.subset,
-        "counts": {"clips": len(jobs), "extracted": done, "skipped_existing": len(jobs) - len(not_extracted),
-                   "missing": len(missing), "failed": len(failed), "frames_extracted": frames_done[0],
+        "counts": {"clips": len(jobs) + len(refused), "extracted": done,
+                   "skipped_existing": len(jobs) - len(not_extracted), "missing": len(missing),
+                   "refused": len(refused), "failed": len(failed), "with_notes": len({v for v, _ in noted}),
+                   "frames_extracted": frames_done[0],
                    "outputs_present": sum(os.path.isfile(out_path(j["video_id"])) for j in jobs)},
         "missing": sorted(missing),  # split ids with no video in --videos_dir
+        "refused": [{"video_id": j["video_id"], "reason": j["problem"][1]} for j in refused],
         "failed": [{"video_id": v, "path": paths.get(v), "reason": r} for v, r in sorted(failed)],
+        "notes": [{"video_id": v, "note": note} for v, note in sorted(noted)],
         "seconds": round(time.time() - started, 1),
     }
     if use_cuda:
@@ -526,17 +546,25 @@ def main(argv=None):
     merged = write_metadata(output_dir, meta, shard_index, shard_count)
     for video_id, reason in sorted(failed):
         print(f"warning: {video_id} skipped: {reason}", file=sys.stderr)
+    for video_id, note in sorted(noted):
+        print(f"warning: {video_id}: {note}", file=sys.stderr)
     elapsed = time.time() - started
     written = merged or os.path.join(output_dir, shard_metadata_name(shard_index, shard_count))
     print(f"[shard {shard_index}/{shard_count}] extracted {done} clips ({frames_done[0]} frames, "
           f"{frames_done[0] / max(elapsed, 1e-9):.1f} frames/s overall), skipped {len(jobs) - len(not_extracted)} existing, "
-          f"{missing_note(missing, 'video', written)}, failed {len(failed)}; feature_dim {feature_dim}; metadata: {merged or 'shard file written, merged when every shard has finished'}")
+          f"{missing_note(missing, 'video', written)}, refused {len(refused)}, failed {len(failed)}"
+          f"{f', {len(noted)} warnings' if noted else ''}; feature_dim {feature_dim}; metadata: {merged or 'shard file written, merged when every shard has finished'}")
     return meta
 
 
+def run(argv=None):
+    """Entry point: one line and exit 2 for a user error, 130/143 for Ctrl-C/SIGTERM (extracted clips are kept)."""
+    def cli(args):
+        main(args)
+        return 0
+    return run_cli(cli, argv, interrupted="interrupted; every clip finished so far is saved: run the same command "
+                                          "again to continue")
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run())

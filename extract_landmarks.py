@@ -27,9 +27,10 @@ from datetime import datetime, timezone
 import numpy as np
 from tqdm import tqdm
 
+from safe_io import DataError, int_range, make_folder, not_a_regular_file, remove_stale_temporaries, run_cli
 from video_io import (VIDEO_EXTENSIONS, VideoError, atomic_save_npy, clip_window, cv2_missing, list_jobs,
                       missing_note, parse_shard, read_clip_frames, shard_metadata_name, take_shard, write_metadata)
-from wlasl_data import LANDMARK_DIM, SPLIT_HINT, DataError, load_split, uniform_indices
+from wlasl_data import LANDMARK_DIM, SPLIT_HINT, load_split, uniform_indices
 
 INSTALL_HINT = "pip install -r requirements-extract.txt"
 POSE_IDS = list(range(11, 23))  # shoulders, elbows, wrists, pinkies, index fingers, thumbs
@@ -78,14 +79,15 @@ def holistic_row(results):
     return row
 
 
-def extract_video_landmarks(path, start_frame=1, end_frame=None, num_frames=None):
-    """(T, 162) float32 landmarks of one video clip (window and sampling as in video_io.read_clip_frames).
+def extract_video_landmarks(path, start_frame=1, end_frame=None, num_frames=None, notes=None):
+    """(T, 162) float32 landmarks of one video clip (window and sampling as in video_io.read_clip_frames, which
+    also appends to notes).
 
     A fresh Holistic per clip: its tracking state must not carry over from the previous clip.
     Raises VideoError for an unreadable or empty video, DataError when mediapipe is missing.
     """
     mp = import_mediapipe()
-    frames, _ = read_clip_frames(path, start_frame, end_frame, num_frames)
+    frames, _ = read_clip_frames(path, start_frame, end_frame, num_frames, notes)
     out = np.zeros((len(frames), LANDMARK_DIM), dtype=np.float32)
     with native_stderr_silenced(), \
             mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=MODEL_COMPLEXITY) as holistic:
@@ -147,11 +149,14 @@ def pose_file_landmarks(path, start_frame=1, end_frame=None, num_frames=None):
     return out
 
 
-def extract_file(path, start_frame=1, end_frame=None, num_frames=None):
-    """Landmarks of a video or a .pose file."""
+def extract_file(path, start_frame=1, end_frame=None, num_frames=None, notes=None):
+    """Landmarks of a video or a .pose file (only regular files are opened: a FIFO would block the read)."""
+    why = not_a_regular_file(path)
+    if why is not None:
+        raise VideoError(f"{path} {why}")
     if path.lower().endswith(".pose"):
         return pose_file_landmarks(path, start_frame, end_frame, num_frames)
-    return extract_video_landmarks(path, start_frame, end_frame, num_frames)
+    return extract_video_landmarks(path, start_frame, end_frame, num_frames, notes)
 
 
 def output_path(output_dir, video_id):
@@ -159,22 +164,31 @@ def output_path(output_dir, video_id):
 
 
 def process_job(job):
-    """Worker: extract and save one clip -> (video_id, frames, failure reason or None). Never raises."""
+    """Worker: extract and save one clip -> (video_id, frames, failure reason or None, notes). Never raises, except
+    DataError (a missing package, a full disk: the same for every clip)."""
+    notes = []
     try:
-        landmarks = extract_file(job["path"], job["start_frame"], job["end_frame"], job["num_frames"])
+        landmarks = extract_file(job["path"], job["start_frame"], job["end_frame"], job["num_frames"], notes)
         atomic_save_npy(output_path(job["output_dir"], job["video_id"]), landmarks)
-        return job["video_id"], len(landmarks), None
+        return job["video_id"], len(landmarks), None, notes
     except (VideoError, ValueError) as e:
-        return job["video_id"], 0, str(e)
-    except DataError:  # a missing package: the same for every clip, so stop with its one-line message
+        return job["video_id"], 0, str(e), notes
+    except DataError:  # the same for every clip, so stop with its one-line message
         raise
     except Exception as e:  # a crash inside one clip (decoder, mediapipe) must not stop the corpus
-        return job["video_id"], 0, f"{type(e).__name__}: {str(e)[:200]}"
+        return job["video_id"], 0, f"{type(e).__name__}: {str(e)[:200]}", notes
 
 
 def quiet_worker():
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe/absl start-up chatter would drown the progress bar
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pool_worker():
+    """A worker process leaves Ctrl-C to the parent, which stops the pool (terminate) instead of waiting for it."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_worker()
 
 
 def tool_versions():
@@ -203,11 +217,12 @@ def get_args(argv=None):
     g.add_argument("--data_dir", default="data/wlasl", help="WLASL folder: split files, default output folder")
     g = parser.add_argument_group("output")
     g.add_argument("--output_dir", default=None, help="where {video_id}_landmarks.npy go (default <data_dir>/landmarks)")
-    g.add_argument("--num_frames", type=int, default=None,
+    g.add_argument("--num_frames", type=int_range(1, 100000), default=None,
                    help="sample this many frames uniformly from each clip (default: every frame of the clip)")
     g.add_argument("--overwrite", action="store_true", help="re-extract clips whose output already exists")
     g = parser.add_argument_group("parallelism")
-    g.add_argument("--workers", type=int, default=1, help="worker processes (each runs MediaPipe on one core)")
+    g.add_argument("--workers", type=int_range(1, 256), default=1,
+                   help="worker processes (each runs MediaPipe on one core)")
     g.add_argument("--shard", default="0/1", help="i/n: process only every n-th clip starting at i (split a corpus across machines)")
     g.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -228,15 +243,17 @@ def main(argv=None):
     for flag, d in (("--videos_dir", args.videos_dir), ("--poses_dir", args.poses_dir)):
         if d and not os.path.isdir(d):
             raise DataError(f"{flag} {d} is not a folder")
-    if args.num_frames is not None and args.num_frames < 1:
-        raise DataError("--num_frames must be >= 1 (or omitted for every frame)")
     try:
         shard = parse_shard(args.shard)
     except ValueError as e:
         raise DataError(str(e))
+    if args.output_dir is not None and not args.output_dir.strip():
+        raise DataError("--output_dir is empty; give a folder (default <data_dir>/landmarks)")
     split = resolve_split(args.subset, args.data_dir)
     output_dir = args.output_dir or os.path.join(args.data_dir, "landmarks")
-    os.makedirs(output_dir, exist_ok=True)
+    make_folder(output_dir, "--output_dir")
+    if shard[1] == 1:  # a shard on another machine may be writing here: only a lone run cleans up
+        remove_stale_temporaries(output_dir)
     if args.videos_dir:
         import_mediapipe()  # fail in one line now, not once per clip
         if cv2_missing():
@@ -245,9 +262,11 @@ def main(argv=None):
     # .pose files win over videos with the same id: the landmarks are already there
     jobs = list_jobs([args.poses_dir, args.videos_dir], VIDEO_EXTENSIONS + (".pose",), split)
     jobs = take_shard(jobs, *shard)
-    todo, skipped, missing = [], 0, []
+    todo, skipped, missing, refused = [], 0, [], []
     for job in jobs:
-        if not args.overwrite and os.path.isfile(output_path(output_dir, job["video_id"])):
+        if job["problem"] is not None:  # an id that is a path, a reversed window: refused by name, counted
+            refused.append(job)
+        elif not args.overwrite and os.path.isfile(output_path(output_dir, job["video_id"])):
             skipped += 1
         elif job["path"] is None:  # normal: users hold a fraction of WLASL; counted, listed, not a failure
             missing.append(job["video_id"])
@@ -256,26 +275,35 @@ def main(argv=None):
     print(f"{len(jobs)} clips in shard {args.shard}: {skipped} already extracted, {len(missing)} with no video "
           f"or .pose file, {len(todo)} to do with {args.workers} worker(s) -> {output_dir}")
 
-    failed, frames, done = [], 0, 0
+    for job in refused:
+        print(f"warning: {job['video_id']!r} skipped: {job['problem'][1]}", file=sys.stderr)
+
+    failed, frames, done, noted = [], 0, 0, []
     pool = None
     if args.workers > 1 and len(todo) > 1:
         import multiprocessing
         # spawn, not fork: mediapipe's threads and a forked parent do not mix
-        pool = multiprocessing.get_context("spawn").Pool(args.workers, initializer=quiet_worker)
+        pool = multiprocessing.get_context("spawn").Pool(args.workers, initializer=pool_worker)
         results = pool.imap_unordered(process_job, todo, chunksize=1)
     else:
         quiet_worker()
         results = map(process_job, todo)
+    finished = False
     try:
-        for video_id, n, reason in tqdm(results, total=len(todo), unit="clip", disable=args.no_progress or None,
-                                        dynamic_ncols=True):
+        for video_id, n, reason, notes in tqdm(results, total=len(todo), unit="clip",
+                                               disable=args.no_progress or None, dynamic_ncols=True):
             if reason is None:
                 done, frames = done + 1, frames + n
             else:
                 failed.append((video_id, reason))
+            noted += [(video_id, note) for note in notes]
+        finished = True
     finally:
         if pool is not None:
-            pool.close()
+            if finished:
+                pool.close()
+            else:  # Ctrl-C, SIGTERM or an error: stop the workers now; finished clips are saved and skipped later
+                pool.terminate()
             pool.join()
 
     by_id = {j["video_id"]: j["path"] for j in jobs}
@@ -290,25 +318,36 @@ def main(argv=None):
         "layout": "left hand 21x3 | right hand 21x3 | pose landmarks 11..22 x3; normalized image coords; zeros = not detected",
         "feature_dim": LANDMARK_DIM,
         "counts": {"clips": len(jobs), "extracted": done, "skipped_existing": skipped, "missing": len(missing),
-                   "failed": len(failed), "frames_extracted": frames,
+                   "refused": len(refused), "failed": len(failed), "with_notes": len({v for v, _ in noted}),
+                   "frames_extracted": frames,
                    "outputs_present": sum(os.path.isfile(output_path(output_dir, j["video_id"])) for j in jobs)},
         "missing": sorted(missing),  # split ids with no video or .pose file in the input folders
+        "refused": [{"video_id": j["video_id"], "reason": j["problem"][1]} for j in refused],
         "failed": [{"video_id": v, "path": by_id.get(v), "reason": r} for v, r in sorted(failed)],
+        "notes": [{"video_id": v, "note": note} for v, note in sorted(noted)],
         "seconds": round(time.time() - started, 1),
     }
     merged = write_metadata(output_dir, meta, *shard)
     for video_id, reason in sorted(failed):
         print(f"warning: {video_id} skipped: {reason}", file=sys.stderr)
+    for video_id, note in sorted(noted):
+        print(f"warning: {video_id}: {note}", file=sys.stderr)
     written = merged or os.path.join(output_dir, shard_metadata_name(*shard))
     print(f"extracted {done} clips ({frames} frames), skipped {skipped} existing, "
-          f"{missing_note(missing, 'video or .pose file', written)}, failed {len(failed)}; {meta['seconds']} s; "
+          f"{missing_note(missing, 'video or .pose file', written)}, refused {len(refused)}, failed {len(failed)}"
+          f"{f', {len(noted)} warnings' if noted else ''}; {meta['seconds']} s; "
           f"metadata: {merged or 'shard file written, merged once every shard has finished'}")
     return meta
 
 
+def run(argv=None):
+    """Entry point: one line and exit 2 for a user error, 130/143 for Ctrl-C/SIGTERM (extracted clips are kept)."""
+    def cli(args):
+        main(args)
+        return 0
+    return run_cli(cli, argv, interrupted="interrupted; every clip finished so far is saved: "
+                                                              "run the same command again to continue")
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run())

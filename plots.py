@@ -15,7 +15,7 @@ import math
 import sys
 from pathlib import Path
 
-from wlasl_data import atomic_write
+from safe_io import atomic_write, not_a_regular_file
 
 _missing_noted = False
 
@@ -47,6 +47,9 @@ def _save(fig, plt, out_png):
 
 
 def _read_csv(path):
+    why = not_a_regular_file(path)
+    if why:  # a FIFO would block the read
+        raise ValueError(f"{path} {why}")
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -247,7 +250,7 @@ if __name__ == "__main__":
         print(f"error: {source} not found; give the path of a run's summary.csv, or of the per_class.csv or "
               "confusions.csv that evaluate.py wrote", file=sys.stderr)
         sys.exit(2)
-    if draw is None or not source.is_file():
+    if draw is None or not_a_regular_file(source):
         print(f"error: {source}: give a summary.csv, per_class.csv or confusions.csv", file=sys.stderr)
         sys.exit(2)
     target = source.with_name("curves.png" if source.name == "summary.csv" else source.stem + ".png")

@@ -28,7 +28,9 @@ import torch
 import train_simple
 from evaluate import amp_context, load_trained_model, recorded_dir
 from video_io import METADATA_NAME, VIDEO_EXTENSIONS, VideoError, cv2_missing  # importable without OpenCV; reading needs it
-from wlasl_data import LANDMARK_DIM, ClipError, DataError, load_clip, run_cli
+from safe_io import (DataError, atomic_write_text, check_output_path, int_range, not_a_regular_file, read_text,
+                     run_cli)
+from wlasl_data import LANDMARK_DIM, ClipError, load_clip
 
 INSTALL_HINT = "pip install -r requirements-extract.txt"
 
@@ -52,7 +54,7 @@ def get_args(argv=None):
     g.add_argument("--gemma_layer", default=None, choices=("projector", "vision"),
                    help="feature layer (default: 'layer' in the training features' metadata)")
     g = p.add_argument_group("output")
-    g.add_argument("--top_k", type=train_simple.positive_int, default=5, help="how many glosses to show per input")
+    g.add_argument("--top_k", type=int_range(1, 100000), default=5, help="how many glosses to show per input")
     g.add_argument("--output_csv", default=None, help="one row per input: input, top-k glosses and probabilities")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p, p.parse_args(argv)
@@ -61,8 +63,8 @@ def get_args(argv=None):
 def read_metadata(folder):
     """extraction_metadata.json of a training feature folder as a dict ({} when absent or unreadable)."""
     try:
-        return json.loads((Path(folder) / METADATA_NAME).read_text())
-    except (OSError, ValueError):
+        return json.loads(read_text(Path(folder) / METADATA_NAME, "metadata"))
+    except (DataError, ValueError):
         return {}
 
 
@@ -169,7 +171,7 @@ def sample_clip(gemma_source, landmarks_source, args, feature_dim, video=None):
             raise clip_error_for_user(e, inputs, feature_dim) from None
     if nonfinite:  # zeroed as training does; said once, since a tracker that writes NaN should be fixed
         _, name, source = inputs["landmarks"]
-        bad = ~np.isfinite(source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r"))
+        bad = ~np.isfinite(source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r", allow_pickle=False))
         print(f"warning: {name}: {int(bad.sum())} NaN/inf landmark values in {int(bad.any(axis=1).sum())} of "
               f"{len(bad)} frames set to 0 (not detected), as training does", file=sys.stderr)
     return gemma, landmarks
@@ -186,7 +188,7 @@ def clip_error_for_user(error, inputs, feature_dim):
     if error.reason == "bad_shape" and failed is not None:
         source = inputs[failed][2]
         try:
-            width = (source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r")).shape[-1]
+            width = (source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r", allow_pickle=False)).shape[-1]
         except Exception:
             pass
     swapped = feature_dim != LANDMARK_DIM and (failed, width) in (("gemma", LANDMARK_DIM), ("landmarks", feature_dim))
@@ -262,8 +264,8 @@ def single_input(cli, args):
     if cli.video:
         if cli.landmarks or cli.gemma:
             raise DataError("give --video or --landmarks/--gemma, not both")
-        if not os.path.isfile(cli.video):
-            raise DataError(f"--video {cli.video} not found")
+        if not_a_regular_file(cli.video):
+            raise DataError(f"--video {cli.video} {not_a_regular_file(cli.video)}")
         return cli.video, "video", cli.video, None
     needs_gemma, needs_landmarks = args.modality != "landmarks", args.modality != "gemma"
     if needs_landmarks and not cli.landmarks:
@@ -275,8 +277,8 @@ def single_input(cli, args):
     for flag, path, used in (("--landmarks", cli.landmarks, needs_landmarks), ("--gemma", cli.gemma, needs_gemma)):
         if path and not used:
             print(f"note: {flag} ignored: the checkpoint uses modality {args.modality}")
-        elif path and not os.path.isfile(path):
-            raise DataError(f"{flag} {path} not found")
+        elif path and not_a_regular_file(path):
+            raise DataError(f"{flag} {path} {not_a_regular_file(path)}")
     gemma, landmarks = (cli.gemma if needs_gemma else None), (cli.landmarks if needs_landmarks else None)
     return landmarks or gemma, "npy", gemma, landmarks
 
@@ -316,6 +318,10 @@ def main(argv=None):
     if cli.video and cli.end_frame != -1 and cli.end_frame < cli.start_frame:
         raise DataError(f"--end_frame {cli.end_frame} is before --start_frame {cli.start_frame}; give an "
                         "--end_frame at or after it, or -1 for the end of the video")
+    # the output never replaces one of this command's inputs (checked again below against a folder's files)
+    given_inputs = [("--checkpoint", cli.checkpoint), ("--video", cli.video), ("--landmarks", cli.landmarks),
+                    ("--gemma", cli.gemma)]
+    check_output_path(cli.output_csv, "--output_csv", given_inputs)
     device = train_simple.resolve_device(parser, cli.device)
     model, args, checkpoint = load_trained_model(cli.checkpoint, device)
     # the extraction metadata next to the training data says how to turn a video into what the model saw
@@ -324,6 +330,8 @@ def main(argv=None):
     label_mapping, feature_dim = checkpoint["label_mapping"], checkpoint["feature_dim"]
     inputs = dir_inputs(cli, args) if cli.input_dir else [single_input(cli, args)]
     batch_mode = cli.input_dir is not None
+    check_output_path(cli.output_csv, "--output_csv",
+                      [("--input_dir", path) for _, _, g, l in inputs for path in (g, l) if path is not None])
     read_video = make_video_reader(args, cli, feature_dim, device) if any(k == "video" for _, k, _, _ in inputs) \
         else None
 
@@ -359,7 +367,15 @@ def main(argv=None):
             print(f"warning: {name} skipped: {reason}", file=sys.stderr)
             rows.append({"input": name, "frames": 0, "error": reason})
             continue
-        best = top_k(next(probs), label_mapping, k)
+        p = next(probs)
+        if not np.isfinite(p).all():  # never print or write nan: say what happened instead
+            reason = "the model gave non-finite scores for this input (NaN/inf); is the checkpoint sound?"
+            if not batch_mode:
+                raise DataError(f"{name}: {reason}")
+            print(f"warning: {name} skipped: {reason}", file=sys.stderr)
+            rows.append({"input": name, "frames": 0, "error": reason})
+            continue
+        best = top_k(p, label_mapping, k)
         frames = len(clip[1] if clip[1] is not None else clip[0])
         rows.append({"input": name, "frames": frames, **{f"{key}_{r}": value for r, (gloss, wlasl_id, prob)
                      in enumerate(best, 1) for key, value in (("gloss", gloss), ("wlasl_id", wlasl_id),
@@ -370,15 +386,15 @@ def main(argv=None):
             print(f"{name}: top-{k} of {len(label_mapping)} glosses ({frames} frames)")
             for r, (gloss, wlasl_id, prob) in enumerate(best, 1):
                 print(f"  {r}. {gloss:<20} {prob:6.3f}   (WLASL class {wlasl_id})")
-    failed = len(inputs) - len(kept)
+    predicted = sum(1 for row in rows if not row["error"])
+    failed = len(inputs) - predicted
     if batch_mode:
-        print(f"predicted {len(kept)} of {len(inputs)} inputs" + (f"; {failed} skipped" if failed else ""))
+        print(f"predicted {predicted} of {len(inputs)} inputs" + (f"; {failed} skipped" if failed else ""))
     if cli.output_csv:
         fields = ["input", "frames"] + [f"{key}_{r}" for r in range(1, k + 1) for key in ("gloss", "wlasl_id", "prob")]
-        Path(cli.output_csv).parent.mkdir(parents=True, exist_ok=True)
-        train_simple.atomic_write_text(cli.output_csv, train_simple.csv_text(rows, fields + ["error"]))
+        atomic_write_text(cli.output_csv, train_simple.csv_text(rows, fields + ["error"]))
         print(f"wrote {cli.output_csv}")
-    return 0 if kept else 1
+    return 0 if predicted else 1
 
 
 def run(argv=None):

@@ -12,15 +12,16 @@ Data layout (README, 'WLASL data layout'): <data_dir>/nslt_*.json, <data_dir>/ge
 label_mapping.json, summary.csv (one row per epoch) and metrics.json (val and test of the best-on-val checkpoint).
 """
 import argparse
+import contextlib
 import copy
 import csv
 import io
 import json
 import math
+import pickle
+import re
 import shlex
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,8 +37,10 @@ from augment import add_augment_args, augment_batch, augment_config_from_args
 from hybrid_asl_model import FullHybridASLModel
 from hybrid_asl_model_simple import FUSION_TYPES, MODALITIES, SimpleHybridASLModel
 from landmark_features import channel_statistics, landmark_feature_dim, make_landmark_features
-from wlasl_data import (BatchLoader, DataError, atomic_write, build_label_mapping, load_glosses, load_split,
-                        load_splits, run_cli)
+from safe_io import (DataError, RunLock, Terminated, atomic_write, atomic_write_text, available_memory_bytes,
+                     check_output_path, exit_code, float_range, int_range, make_folder, not_a_regular_file, read_text,
+                     remove_stale_temporaries, require_regular_file, run_cli, write_json)
+from wlasl_data import BatchLoader, build_label_mapping, load_glosses, load_split, load_splits
 
 ROOT = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = "hybrid-asl-trainer/1"
@@ -87,8 +90,10 @@ def verify_feature_dimensions(features_dir, expected_dim):
     features_dir = Path(features_dir)
     widths = {}
     for path in sorted(features_dir.glob("*_gemma.npy")):
+        if not_a_regular_file(path):  # never open a FIFO or device: reading it could block for ever
+            continue
         try:
-            shape = np.load(path, mmap_mode="r").shape
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
         except Exception:
             continue  # unreadable files are reported, by name, when the split is packed
         widths[path.name] = shape[-1] if len(shape) == 2 else None
@@ -109,54 +114,20 @@ def verify_feature_dimensions(features_dir, expected_dim):
 def read_extraction_dim(features_dir):
     """feature_dim recorded by extract_gemma_features.py, or None."""
     try:
-        return int(json.loads((Path(features_dir) / "extraction_metadata.json").read_text())["feature_dim"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(json.loads(read_text(Path(features_dir) / "extraction_metadata.json", "metadata"))["feature_dim"])
+    except (DataError, ValueError, KeyError, TypeError):
         return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def probability(text):
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def fraction(text):
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def non_negative_float(text):
-    value = float(text)
-    if not value >= 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+# Every numeric flag has a range: a value outside it is an argparse error naming the flag, before any work.
+positive_int = int_range(1)
+non_negative_int = int_range(0)
+probability = float_range(0.0, 1.0, high_open=True)   # dropout, label smoothing, EMA decay
+fraction = float_range(0.0, 1.0)
+SEED_RANGE = (0, 2**32 - 1)  # what numpy and torch accept
 
 
 def build_parser():
@@ -168,8 +139,8 @@ def build_parser():
     g.add_argument("--landmarks_dir", default=None, help="{video_id}_landmarks.npy files (default <data_dir>/landmarks)")
     g.add_argument("--modality", default="hybrid", choices=MODALITIES,
                    help="hybrid: both streams; landmarks or gemma: one stream, the other's files are not needed")
-    g.add_argument("--num_frames", type=positive_int, default=16, help="frames per clip after uniform sampling")
-    g.add_argument("--gemma_feature_dim", type=positive_int, default=2560,
+    g.add_argument("--num_frames", type=int_range(1, 4096), default=16, help="frames per clip after uniform sampling")
+    g.add_argument("--gemma_feature_dim", type=int_range(1, 65536), default=2560,
                    help="visual feature width (2560 Gemma 3 projector, 1152 vision tower); detected from the files")
     g.add_argument("--cache_dir", default=None, help="packed-feature cache (default <data_dir>/.cache)")
     g.add_argument("--no_cache", action="store_true", help="pack the data in memory only, write no cache")
@@ -179,9 +150,9 @@ def build_parser():
     g.add_argument("--model", default="simple", choices=("simple", "full"),
                    help="simple: one encoder per stream, fused per clip; full: per-frame cross-attention fusion")
     g.add_argument("--fusion_type", default="concat", choices=FUSION_TYPES, help="how the simple model fuses streams")
-    g.add_argument("--hidden_dim", type=positive_int, default=512, help="model width")
-    g.add_argument("--num_layers", type=positive_int, default=2, help="transformer layers per encoder")
-    g.add_argument("--num_heads", type=positive_int, default=8, help="attention heads")
+    g.add_argument("--hidden_dim", type=int_range(1, 8192), default=512, help="model width")
+    g.add_argument("--num_layers", type=int_range(1, 64), default=2, help="transformer layers per encoder")
+    g.add_argument("--num_heads", type=int_range(1, 256), default=8, help="attention heads")
     g.add_argument("--dropout", type=probability, default=0.5, help="dropout in the fusion and classifier")
     g.add_argument("--encoder_dropout", type=probability, default=0.1, help="dropout inside the transformers")
     g.add_argument("--drop_path", type=probability, default=0.1, help="stochastic depth rate of the top layer")
@@ -192,13 +163,13 @@ def build_parser():
                    help="learned/random positional encoding of old checkpoints instead of sinusoidal")
 
     g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=positive_int, default=50, help="training epochs")
-    g.add_argument("--batch_size", type=positive_int, default=32, help="clips per step")
-    g.add_argument("--lr", type=positive_float, default=3e-4, help="peak learning rate (AdamW)")
-    g.add_argument("--weight_decay", type=non_negative_float, default=0.05, help="AdamW weight decay")
-    g.add_argument("--warmup_epochs", type=non_negative_int, default=5, help="linear warmup epochs, then cosine")
+    g.add_argument("--epochs", type=int_range(1, 100000), default=50, help="training epochs")
+    g.add_argument("--batch_size", type=int_range(1, 65536), default=32, help="clips per step")
+    g.add_argument("--lr", type=float_range(0.0, 10.0, low_open=True), default=3e-4, help="peak learning rate (AdamW)")
+    g.add_argument("--weight_decay", type=float_range(0.0, 100.0), default=0.05, help="AdamW weight decay")
+    g.add_argument("--warmup_epochs", type=int_range(0, 100000), default=5, help="linear warmup epochs, then cosine")
     g.add_argument("--min_lr_ratio", type=fraction, default=0.01, help="final learning rate as a fraction of --lr")
-    g.add_argument("--grad_clip", type=positive_float, default=1.0, help="max gradient norm")
+    g.add_argument("--grad_clip", type=float_range(0.0, 1e6, low_open=True), default=1.0, help="max gradient norm")
     g.add_argument("--label_smoothing", type=probability, default=0.1, help="label smoothing of the loss")
     g.add_argument("--use_class_weights", dest="use_class_weights", action="store_true", default=False,
                    help="weight the loss by inverse class frequency (recommended for nslt_1000)")
@@ -215,8 +186,8 @@ def build_parser():
     g.add_argument("--resume", default=None, help="continue the run saved in this last.pt")
     g.add_argument("--overwrite", action="store_true", help="train into an --output_dir that already holds a run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--seed", type=int, default=42, help="random seed (same seed + data + CPU = same metrics)")
-    g.add_argument("--gpu_cache_gb", type=float, default=1.25,
+    g.add_argument("--seed", type=int_range(*SEED_RANGE), default=42, help="random seed (same seed + data + CPU = same metrics)")
+    g.add_argument("--gpu_cache_gb", type=float_range(0.0, 1e4), default=1.25,
                    help="GPU memory for keeping packed splits on the GPU (train first); 0 keeps them in host memory")
     g.add_argument("--no_cuda_graphs", action="store_true", help="run CUDA steps eagerly instead of graph replay")
     g.add_argument("--no_compile", action="store_true",
@@ -494,12 +465,12 @@ class CudaGraphStep:
 # ----------------------------------------------------------------------------------------------------------------
 # Files: everything is written to a temporary name first, then renamed, so a crash never leaves half a file
 
-def atomic_write_text(path, text):
-    atomic_write(path, lambda f: f.write(text), "w")
-
-
 def atomic_torch_save(obj, path):
-    atomic_write(path, lambda f: torch.save(obj, f), "wb")
+    """Serialized in memory first: torch's zip writer turns a failed disk write (disk full) into an opaque
+    RuntimeError, while a plain write raises the OSError that atomic_write names."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()), "wb")
 
 
 def csv_text(rows, fieldnames):
@@ -515,20 +486,49 @@ def write_summary(path, history):
         atomic_write_text(path, csv_text(history, list(history[0])))
 
 
+# What a checkpoint must hold to be evaluated or resumed, and what older versions of this project left out
+ESSENTIAL_KEYS = ("model", "args", "label_mapping", "num_classes", "feature_dim", "epoch", "best_epoch")
+ADDED_LATER = {"train_counts": ("2026-11-25", None), "ema_updates": ("2026-11-25", 0.0)}  # key: (since, stand-in)
+
+
 def load_checkpoint(path):
-    """torch.load with one-line errors for files that are not this trainer's checkpoints."""
+    """A checkpoint of this trainer, loaded without running any code from the file (weights_only=True: tensors and
+    plain values only), with one-line errors for anything else. Fields that older versions did not write get
+    stand-ins (noted in checkpoint["older_version"]); a file that lacks what evaluation needs is named with the
+    version that wrote it."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"checkpoint {path} is a folder; pass {path / 'best.pt'} (or {path / 'last.pt'} to resume)")
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} not found")
+    require_regular_file(path, "checkpoint", "pass a best.pt or last.pt written by train_simple.py")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        code = re.search(r"GLOBAL ([\w.]+)", str(e))  # the file asks for a Python function or class
+        if code:
+            raise DataError(f"{path} is not a plain checkpoint: loading it would run Python code named in the file "
+                            f"({code.group(1)}), which this tool never does; use a best.pt or last.pt written by "
+                            "train_simple.py")
+        raise DataError(f"{path} is not a readable checkpoint (UnpicklingError); pass a best.pt or last.pt written "
+                        "by train_simple.py")
     except Exception as e:
         raise DataError(f"{path} is not a readable checkpoint ({type(e).__name__}); pass a best.pt or last.pt "
                         "written by train_simple.py")
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(checkpoint, dict) or not str(checkpoint.get("format", "")).startswith("hybrid-asl-trainer/"):
         raise DataError(f"{path} is not a checkpoint written by train_simple.py; pass its best.pt or last.pt")
+    if checkpoint["format"] != CHECKPOINT_FORMAT:
+        raise DataError(f"{path} was written by a newer version of this project (checkpoint format "
+                        f"{checkpoint['format']}, this one reads {CHECKPOINT_FORMAT}); update the project")
+    missing = [k for k in ESSENTIAL_KEYS if k not in checkpoint]
+    if missing or not isinstance(checkpoint.get("args"), dict):
+        raise DataError(f"{path} was written by an incompatible version of train_simple.py (format "
+                        f"{checkpoint['format']} without {', '.join(missing) or 'its settings'}); retrain with this "
+                        "version")
+    older = [k for k in ADDED_LATER if k not in checkpoint]
+    for key in older:
+        checkpoint[key] = ADDED_LATER[key][1]
+    if older:
+        checkpoint["older_version"] = (f"written before {min(ADDED_LATER[k][0] for k in older)} (no "
+                                       f"{', '.join(older)} in it)")
     return checkpoint
 
 
@@ -557,11 +557,56 @@ def check_output_dir(args, resume_state):
 # ----------------------------------------------------------------------------------------------------------------
 # The run
 
+RUN_FILES = ("best.pt", "last.pt", "args.json", "label_mapping.json", "summary.csv", "metrics.json", "curves.png")
+
+
+def lock_run_folder(out_dir, cleanup):
+    """One run per output folder: a second run into it is refused while the first runs (safe_io.RunLock), and what
+    a killed writer left behind (temporary files) is removed."""
+    cleanup.enter_context(RunLock(out_dir))
+    removed = remove_stale_temporaries(out_dir)
+    if removed:
+        print(f"removed {len(removed)} temporary files left in {out_dir} by an interrupted run")
+
+
+def model_memory_check(args, num_classes, feature_dim, train_clips, device):
+    """Says what fits before anything large is allocated: the model with its gradients and AdamW state (counted on
+    the meta device, which allocates nothing) and a rough upper bound of one batch's activations."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in build_model(args, num_classes, feature_dim).parameters())
+    model_bytes = n_params * 4 * (5 if args.ema else 4)  # weights, gradients, two AdamW moments (+ the EMA copy)
+    streams = 2 if args.modality == "hybrid" else 1
+    T, H = args.num_frames, args.hidden_dim
+    per_token = streams * args.num_layers * (16 * H + args.num_heads * T) + 6 * 453 + 2 * (feature_dim or 0) + 4 * H
+    per_clip = 4 * T * per_token
+    batch = args.batch_size if device.type == "cuda" else min(args.batch_size, train_clips)  # CUDA pads batches
+    if device.type == "cuda":
+        available = torch.cuda.mem_get_info(device)[0]
+    else:
+        available = available_memory_bytes()
+    need = model_bytes + batch * per_clip
+    if available and need > available:
+        fits = int((available - model_bytes) // per_clip)
+        what = (f"--batch_size {fits} or fewer fits" if fits >= 1 else
+                "the model alone does not fit: lower --hidden_dim or --num_layers")
+        raise DataError(f"the model ({n_params / 1e6:.0f}M parameters, {model_bytes / 1e9:.1f} GB with its optimizer "
+                        f"state) and a batch of {batch} clips of {T} frames need about {need / 1e9:.1f} GB, more than "
+                        f"the {available / 1e9:.1f} GB available on {device}; {what}")
+
+
 def main(argv=None):
+    with contextlib.ExitStack() as cleanup:  # releases the run folder's lock however the run ends
+        return train(argv, cleanup)
+
+
+def train(argv, cleanup):
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
     given = explicit_flags(parser, argv)
+    for flag in ("output_dir", "cache_dir", "data_dir", "subset"):
+        if getattr(args, flag) is not None and not str(getattr(args, flag)).strip():
+            parser.error(f"--{flag} is empty; give a path")
 
     resume_state = None
     if args.resume:
@@ -588,6 +633,8 @@ def main(argv=None):
     if args.hidden_dim % args.num_heads:
         parser.error(f"--hidden_dim {args.hidden_dim} must be divisible by --num_heads {args.num_heads}")
     device = resolve_device(parser, args.device)
+    if args.output_dir is not None and Path(args.output_dir).is_dir():
+        lock_run_folder(args.output_dir, cleanup)  # before looking at what the folder holds: it may be in use
     if not args.overwrite:
         check_output_dir(args, resume_state)
 
@@ -636,13 +683,20 @@ def main(argv=None):
     if args.output_dir is None:
         args.output_dir = str(Path("runs") / f"{split_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = [("--subset", split_path), ("class list", data_dir / "wlasl_class_list.txt"),
+              ("class list", data_dir / "WLASL_v0.3.json")]
+    for name in RUN_FILES:  # the run writes these names: none of them may be one of its inputs
+        check_output_path(out_dir / name, "--output_dir", inputs)
+    model_memory_check(args, num_classes, feature_dim, len(splits["train"]), device)
+    if not out_dir.is_dir():
+        make_folder(out_dir, "--output_dir")
+        lock_run_folder(out_dir, cleanup)
     source_best = Path(args.resume).parent / "best.pt" if args.resume else None
     if source_best is not None and source_best.is_file() and not (out_dir / "best.pt").is_file():
         # resuming into a new folder: it starts with the best checkpoint so far, so the branch is self-contained
         atomic_write(out_dir / "best.pt", lambda f: f.write(source_best.read_bytes()), "wb")
-    atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=2))
-    atomic_write_text(out_dir / "label_mapping.json", json.dumps(label_mapping, indent=2))
+    write_json(out_dir / "args.json", vars(args))
+    write_json(out_dir / "label_mapping.json", label_mapping)
 
     # ---- model, optimizer, schedule --------------------------------------------------------------------------
     torch.manual_seed(args.seed)
@@ -835,7 +889,7 @@ def main(argv=None):
     except KeyboardInterrupt as stop:
         print(f"\ninterrupted{' (SIGTERM)' if isinstance(stop, Terminated) else ''}; {out_dir / 'last.pt'} holds the "
               f"last finished epoch. Resume with:\n  {resume_command}")
-        return getattr(stop, "exit_code", 130)  # Ctrl-C: 130; SIGTERM (Terminated): 143
+        return exit_code(stop)  # Ctrl-C: 130; SIGTERM (Terminated): 143
 
     # ---- final evaluation: the best-on-val weights, test split once -----------------------------------------
     best = load_checkpoint(out_dir / "best.pt")
@@ -849,7 +903,7 @@ def main(argv=None):
     metrics["skipped"] = {name: dict(split.skipped, nonfinite_landmark_clips=split.nonfinite_landmark_clips)
                           for name, split in splits.items()}
     metrics["skipped_steps"] = skipped_steps
-    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_json(out_dir / "metrics.json", metrics)  # strict JSON: a NaN loss (no clip scored) is written as null
     plots.plot_training_curves(out_dir / "summary.csv", out_dir / "curves.png")  # skipped without matplotlib
     test = metrics["test"]
     print(f"best epoch {best_epoch}: test top1 {test['top1']:.3f} top5 {test['top5']:.3f} "
@@ -858,30 +912,15 @@ def main(argv=None):
     return 0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a job scheduler's time limit, `kill`, docker stop) handled like Ctrl-C: the run stops between
-    writes, last.pt stays whole, and the resume command is printed."""
-    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def run(argv=None):
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
-    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set from there
-        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return run_cli(main, argv)
+        return run_cli(main, argv, interrupted="interrupted before training started; nothing to resume, run the "
+                                               "same command again")
     except torch.OutOfMemoryError:
         print("error: CUDA out of memory; lower --batch_size (e.g. 16 or 8) or --gpu_cache_gb, or use --device cpu",
               file=sys.stderr)
         return 1
-    except KeyboardInterrupt as stop:  # during start-up (packing, capture): the training loop handles its own
-        print("\ninterrupted before training started; nothing to resume, run the same command again",
-              file=sys.stderr)
-        return getattr(stop, "exit_code", 130)
 
 
 if __name__ == "__main__":

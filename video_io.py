@@ -22,7 +22,8 @@ try:
 except ImportError:  # the training CLI never imports this module; extraction tools need the extras
     cv2 = None
 
-from wlasl_data import atomic_write, uniform_indices  # the same temporal sampling as training uses (segment centres)
+from safe_io import atomic_write, not_a_regular_file, read_text, write_json
+from wlasl_data import uniform_indices, video_id_problem  # the same temporal sampling as training (segment centres)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 SPLIT_FPS = 25.0  # WLASL start/end frames are counted at 25 fps
@@ -48,10 +49,14 @@ def list_videos(videos_dir):
 
 
 def open_video(path):
-    """cv2.VideoCapture that is known to be open; VideoError otherwise."""
+    """cv2.VideoCapture that is known to be open; VideoError otherwise. Only regular files are opened: a FIFO or a
+    device would make the decoder wait for ever."""
     require_cv2()
-    if not os.path.isfile(path):
+    why = not_a_regular_file(path)
+    if why == "not found":
         raise VideoError(f"video not found: {path}")
+    if why is not None:
+        raise VideoError(f"video {path} {why}")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
@@ -108,27 +113,40 @@ def _decode(path, start, end, wanted):
     return frames, max(i - start, 0)
 
 
-def read_clip_frames(path, start_frame=1, end_frame=None, num_frames=None):
+def read_clip_frames(path, start_frame=1, end_frame=None, num_frames=None, notes=None):
     """RGB frames of one clip: (uint8 array (T, H, W, 3), fps of the video).
 
     start_frame / end_frame: 1-indexed at 25 fps (WLASL); end_frame None or -1 = to the end; beyond the video
     = clamped. num_frames: sample that many frames uniformly from the window (never more than it holds);
-    None = every frame. Raises VideoError for a missing, unreadable or empty video / window.
+    None = every frame. Raises VideoError for a missing, unreadable or empty video / window, or a window that
+    starts after the video ends. notes (a list): what was done about a window end beyond the video or a video of
+    which only a part decodes is appended there, one line each.
     """
     fps, header_count = video_info(path)
     start, end = clip_window(fps, start_frame, end_frame)
+    if header_count and start >= header_count + 2:  # headers over-count by a frame or two now and then
+        raise VideoError(f"the window of {path} starts at frame {start_frame} (25 fps) but the video has only "
+                         f"{header_count} frames at {fps:g} fps")
+    # Plan the sample with the header's frame count. Headers over-count by a frame or two now and then
+    # (00338.mp4: 72 in the header, 71 decodable); then decode again, planned with the true count.
+    stop = min(end, header_count) if end is not None and header_count else (end or header_count)
+    planned = max(stop - start, 0)
     if num_frames is None:
-        frames, _ = _decode(path, start, end, None)
+        frames, available = _decode(path, start, end, None)
     else:
-        # Plan the sample with the header's frame count. Headers over-count by a frame or two now and then
-        # (00338.mp4: 72 in the header, 71 decodable); then decode again, planned with the true count.
-        stop = min(end, header_count) if end is not None and header_count else (end or header_count)
-        planned = max(stop - start, 0)
         frames, available = _decode(path, start, end, uniform_indices(planned, num_frames))
         if available != planned:
             frames, _ = _decode(path, start, end, uniform_indices(available, num_frames))
     if not frames:
         raise VideoError(f"no decodable frame in {path} (window start_frame={start_frame} end_frame={end_frame} at 25 fps)")
+    if notes is not None:
+        # a quarter of a second of slack: 25 fps windows on 30 fps videos round past the end by a few frames
+        if end is not None and header_count and end > header_count + max(2, 0.25 * fps):
+            notes.append(f"window end frame {end_frame} at 25 fps (frame {end} at the video's {fps:g} fps) is beyond "
+                         f"its {header_count} frames; used the frames up to its end")
+        if planned and available < planned - 2:
+            notes.append(f"only {available} of the {planned} frames of its window decode (the file is damaged "
+                         "or cut short); used those")
     return np.stack(frames), fps
 
 
@@ -152,19 +170,32 @@ def take_shard(jobs, index, count):
 
 
 def find_file(directory, video_id, extensions):
-    """Path of {directory}/{video_id}{ext} for the first extension that exists, or None."""
+    """Path of {directory}/{video_id}{ext} for the first extension that exists, or None. Anything that exists
+    counts (a FIFO or folder in the way is refused by name when opened, not taken for a missing video)."""
     if not directory:
         return None
     for ext in extensions:
         for candidate in (ext, ext.upper()):
             path = os.path.join(directory, video_id + candidate)
-            if os.path.isfile(path):
+            if os.path.lexists(path):
                 return path
     return None
 
 
+def job_problem(video_id, clip):
+    """Why a split entry cannot be extracted at all (reason, message), or None: an id that is a path (it would
+    read and write outside the folders), or a frame window that ends before it starts."""
+    problem = video_id_problem(video_id)
+    if problem:
+        return "bad_id", f"video id {video_id!r} {problem}"
+    if clip is not None and clip.end_frame != -1 and clip.end_frame < clip.start_frame:
+        return "bad_window", f"frame window {clip.start_frame}..{clip.end_frame} ends before it starts"
+    return None
+
+
 def list_jobs(input_dirs, extensions, split=None):
-    """Clips to process: [{"video_id", "path" (None when no file has this id), "start_frame", "end_frame"}].
+    """Clips to process: [{"video_id", "path" (None when no file has this id), "start_frame", "end_frame",
+    "problem" ((reason, message) when the entry cannot be extracted, else None)}].
 
     split: {video_id: Clip} from wlasl_data.load_split (its window is honoured), or None = every file with one
     of `extensions` in input_dirs, whole clip. The first directory holding an id wins.
@@ -175,13 +206,17 @@ def list_jobs(input_dirs, extensions, split=None):
         for directory in reversed(input_dirs):  # earlier directories override later ones
             for name in os.listdir(directory):
                 stem, ext = os.path.splitext(name)
-                if ext.lower() in extensions and os.path.isfile(os.path.join(directory, name)):
+                if ext.lower() in extensions and not os.path.isdir(os.path.join(directory, name)):
                     paths[stem] = os.path.join(directory, name)
-        return [dict(video_id=v, path=p, start_frame=1, end_frame=None) for v, p in sorted(paths.items())]
+        return [dict(video_id=v, path=p, start_frame=1, end_frame=None, problem=job_problem(v, None))
+                for v, p in sorted(paths.items())]
     jobs = []
     for video_id, clip in sorted(split.items()):
-        path = next((p for p in (find_file(d, video_id, extensions) for d in input_dirs) if p), None)
-        jobs.append(dict(video_id=video_id, path=path, start_frame=clip.start_frame, end_frame=clip.end_frame))
+        problem = job_problem(video_id, clip)
+        path = None if problem else next((p for p in (find_file(d, video_id, extensions) for d in input_dirs) if p),
+                                         None)
+        jobs.append(dict(video_id=video_id, path=path, start_frame=clip.start_frame, end_frame=clip.end_frame,
+                         problem=problem))
     return jobs
 
 
@@ -196,11 +231,10 @@ def missing_note(missing_ids, what, metadata_path):
 
 
 def atomic_save_npy(path, array):
-    atomic_write(path, lambda f: np.save(f, array), "wb")  # a file object: np.save adds no .npy to the name
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), "wb")  # a file object: no .npy added
 
 
-def atomic_write_json(path, obj):
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), "w")
+atomic_write_json = write_json  # strict JSON: NaN/inf never reach a metadata file
 
 
 METADATA_NAME = "extraction_metadata.json"
@@ -233,8 +267,10 @@ def merge_metadata(output_dir, count):
         path = os.path.join(output_dir, shard_metadata_name(k, count))
         if not os.path.isfile(path):
             return None
-        with open(path) as f:
-            parts.append(json.load(f))
+        try:
+            parts.append(json.loads(read_text(path, "shard metadata")))
+        except ValueError:
+            return None  # being written by the shard that owns it: that shard merges when it is done
     merged = dict(parts[0])
     merged["shard"] = f"merged from {count} shards"
     merged["counts"] = {k: sum(p["counts"].get(k, 0) for p in parts) for k in parts[0]["counts"]}

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-import sys
+import stat
 from collections import Counter, namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,42 +24,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from safe_io import (DataError, atomic_write, available_memory_bytes, not_a_regular_file,  # noqa: F401
+                     read_text, remove_stale_temporaries, run_cli, write_json)
+
 SUBSETS = ("train", "val", "test")
 MODALITIES = ("hybrid", "landmarks", "gemma")
 LANDMARK_DIM = 162  # left hand 21x3 | right hand 21x3 | pose landmarks 11..22 x3
-CACHE_VERSION = 2  # 2: features beyond the float16 range are skipped, not packed as inf
+# MediaPipe's normalized image coordinates stay within a few units of [0, 1]; a finite value beyond this is a broken
+# file or another layout (pixels), and would overflow float32 once normalized.
+LANDMARK_LIMIT = 1e3
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+CACHE_VERSION = 3  # 3: keyed by file content; out-of-range values and bad ids are skipped
+DIGESTS_NAME = "file_digests.json"
 LAYOUT_HELP = "see README section 'WLASL data layout'"
 
 Clip = namedtuple("Clip", "video_id subset class_id start_frame end_frame")
-
-
-class DataError(Exception):
-    """A problem with the user's data that one line can explain; the CLIs print it and exit with code 2."""
-
-
-def atomic_write(path, write, mode):
-    """write(file) into a temporary name, then rename it over path. On any failure (disk full, Ctrl-C) the
-    previous file stays as it was and the temporary one is removed."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def run_cli(main, argv=None):
-    """Runs a command-line main(argv): a DataError becomes one `error:` line on stderr and exit code 2."""
-    try:
-        return main(argv)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
 
 
 class ClipError(Exception):
@@ -77,18 +56,55 @@ class ClipError(Exception):
 SPLIT_HINT = ", or pass --data_dir (the folder with the split files) or --subset (a path to the json)"
 
 
+class _Entries(dict):
+    """A JSON object that remembers the keys it saw more than once (json keeps the last silently)."""
+    duplicates = ()
+
+
+def _first_entries(pairs):
+    entries, duplicates = _Entries(), []
+    for key, value in pairs:
+        if key in entries:
+            duplicates.append((key, entries[key], value))
+            continue  # the first entry of a key is the one used
+        entries[key] = value
+    entries.duplicates = duplicates
+    return entries
+
+
+def video_id_problem(video_id):
+    """None for a video id that is a plain name; else why it is refused. An id names files inside the feature,
+    landmark and video folders, so it can never be a path: no separators, no '..', no NUL or control characters."""
+    if not video_id or video_id.strip() != video_id:
+        return "is empty or has surrounding spaces"
+    if any(c in video_id for c in "/\\") or ".." in video_id or os.path.isabs(video_id):
+        return "is a path, not a name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in video_id):
+        return "holds control characters"
+    return None
+
+
+def _examples(items, n=3):
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
 def load_split(path, hint=""):
     """Reads and validates a WLASL split file -> {video_id: Clip}. Raises DataError naming the bad entry;
-    hint ends the not-found message (the trainer adds ", or try --demo")."""
+    hint ends the not-found message (the trainer adds ", or try --demo").
+
+    Entries the file gets wrong but that do not stop a run are named and counted in warnings: video ids that are
+    paths (kept, and skipped as `bad_id` by every reader), ids listed twice (the first entry is used), frame windows
+    that end before they start or start before frame 1."""
     path = Path(path)
-    if not path.exists():  # a folder or unreadable file in its place is reported by the read below
+    if not path.exists():
         raise DataError(f"split file {path} not found ({LAYOUT_HELP}{hint})")
+    text = read_text(path, "split file")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(text, object_pairs_hook=_first_entries)
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); re-download or regenerate it")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read split file {path} ({e}); check the file and its permissions")
+    except RecursionError:
+        raise DataError(f"{path} is nested too deeply to be a split file ({LAYOUT_HELP})")
     if not isinstance(raw, dict) or not raw:
         raise DataError(f"{path} must be a non-empty JSON object {{video_id: {{\"subset\": ..., \"action\": "
                         f"[class_id, start_frame, end_frame]}}}} ({LAYOUT_HELP})")
@@ -107,8 +123,32 @@ def load_split(path, hint=""):
             raise DataError(f"{where} has action {action!r}; class id and frames must be integers")
         if values[0] < 0:
             raise DataError(f"{where} has a negative class id {values[0]}; class ids are WLASL ids >= 0")
+        if not all(-2**31 <= v < 2**31 for v in values):
+            raise DataError(f"{where} has action {action!r}; class id and frames must fit in 32 bits")
         clips[str(video_id)] = Clip(str(video_id), subset, *values)
+    report_split_problems(path, clips, raw.duplicates)
     return clips
+
+
+def report_split_problems(path, clips, duplicates):
+    """One warning per kind of problem, with the count, examples and what is done about it."""
+    bad_ids = [repr(v) for v in clips if video_id_problem(v)]
+    if bad_ids:
+        print(f"warning: {path}: {len(bad_ids)} video ids are paths or not plain names ({_examples(bad_ids)}); "
+              "they are skipped (an id is a file name, never a path)")
+    if duplicates:
+        listed = [f"{k!r} ({a.get('subset') if isinstance(a, dict) else '?'} then "
+                  f"{b.get('subset') if isinstance(b, dict) else '?'})" for k, a, b in duplicates]
+        print(f"warning: {path}: {len(duplicates)} video ids are listed more than once ({_examples(listed)}); "
+              "the first entry of each is used")
+    reversed_ids = [repr(c.video_id) for c in clips.values() if c.end_frame != -1 and c.end_frame < c.start_frame]
+    if reversed_ids:
+        print(f"warning: {path}: {len(reversed_ids)} clips have a frame window that ends before it starts "
+              f"({_examples(reversed_ids)}); the extractors skip them, training uses their files as they are")
+    early = [repr(c.video_id) for c in clips.values() if c.start_frame < 1]
+    if early:
+        print(f"warning: {path}: {len(early)} clips start before frame 1 ({_examples(early)}); frames are "
+              "1-indexed, so they start at frame 1")
 
 
 def load_glosses(data_dir):
@@ -149,30 +189,52 @@ def uniform_indices(num_available, num_frames):
     return resample_indices(num_available, min(num_available, num_frames))
 
 
+def clip_file(directory, video_id, suffix):
+    """<directory>/<video_id><suffix>; ClipError('bad_id') when the id is not a plain name (it would reach outside
+    the folder)."""
+    problem = video_id_problem(video_id)
+    if problem:
+        raise ClipError("bad_id", f"video id {video_id!r} {problem}")
+    return Path(directory) / f"{video_id}{suffix}"
+
+
 def feature_path(directory, video_id):
-    return Path(directory) / f"{video_id}_gemma.npy"
+    return clip_file(directory, video_id, "_gemma.npy")
 
 
 def landmark_path(directory, video_id):
-    return Path(directory) / f"{video_id}_landmarks.npy"
+    return clip_file(directory, video_id, "_landmarks.npy")
 
 
 def read_array(path, width=None):
-    """Loads a (T, width) float array or raises ClipError with the reason it is unusable."""
+    """Loads a (T, width) array of real numbers or raises ClipError with the reason it is unusable.
+
+    Never unpickles (allow_pickle=False: an object array is refused) and never opens what is not a regular file
+    (a FIFO would block the read for ever)."""
+    why = not_a_regular_file(path)
+    if why == "not found":
+        raise ClipError("missing", f"{path} not found")
+    if why is not None:
+        raise ClipError("not_a_file", f"{path} {why}")
     try:
         array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ClipError("missing", f"{path} not found")
-    except Exception as e:  # truncated, not .npy, pickled object arrays, permissions: all one outcome for the user
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # an object array: unpickling it could run any code stored in the file
+            raise ClipError("unreadable", f"{path} holds pickled Python objects, not a plain array (never loaded: "
+                                          "unpickling could run code)")
+        raise ClipError("unreadable", f"{path}: ValueError: {str(e)[:100]}")
+    except Exception as e:  # truncated, not .npy, permissions: all one outcome for the user
         raise ClipError("unreadable", f"{path}: {type(e).__name__}: {str(e)[:100]}")
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise ClipError("unreadable", f"{path} is an .npz archive, not one .npy array")
+    if array.dtype.kind not in "iuf":  # bool, complex, strings, structured records: not a real number per value
+        raise ClipError("bad_dtype", f"{path} holds {array.dtype} values; expected real numbers (float or int)")
     if array.ndim != 2:
         raise ClipError("bad_shape", f"{path} has shape {array.shape}; expected (frames, features)")
     if array.shape[0] == 0:
         raise ClipError("empty", f"{path} has no frames")
     if width is not None and array.shape[1] != width:
         raise ClipError("bad_shape", f"{path} has {array.shape[1]} features per frame; expected {width}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise ClipError("unreadable", f"{path} holds {array.dtype}, not numbers")
     return array
 
 
@@ -185,23 +247,30 @@ def load_clip(video_id, gemma_dir, landmarks_dir, modality, num_frames, feature_
     """
     gemma = landmarks = None
     if modality in ("hybrid", "gemma"):
-        gemma = read_array(feature_path(gemma_dir, video_id), feature_dim)
+        path = feature_path(gemma_dir, video_id)
+        gemma = read_array(path, feature_dim).astype(np.float64)  # float64: |int64| and float16 checks are exact
         # Features are stored as float16: a finite value beyond its range would become inf in the cache and turn
-        # every step and score that touches the clip into NaN. (NaN fails the comparison too.)
-        if not (np.abs(gemma) <= np.finfo(np.float16).max).all():
-            raise ClipError("nonfinite", f"{feature_path(gemma_dir, video_id)} contains NaN, inf or values "
-                                         "beyond the float16 range (|x| > 65504)")
+        # every step and score that touches the clip into NaN.
+        if not np.isfinite(gemma).all():
+            raise ClipError("nonfinite", f"{path} contains NaN or inf")
+        if np.abs(gemma).max() > FLOAT16_MAX:
+            raise ClipError("out_of_range", f"{path} holds values beyond the float16 range (|x| > 65504)")
     if modality in ("hybrid", "landmarks"):
-        landmarks = read_array(landmark_path(landmarks_dir, video_id), LANDMARK_DIM)
+        path = landmark_path(landmarks_dir, video_id)
+        landmarks = read_array(path, LANDMARK_DIM)
     length = min(num_frames, max(len(a) for a in (gemma, landmarks) if a is not None))
     nonfinite = 0
     if gemma is not None:
         gemma = gemma[resample_indices(len(gemma), length)].astype(np.float16)
     if landmarks is not None:
-        landmarks = landmarks[resample_indices(len(landmarks), length)].astype(np.float32)
+        landmarks = landmarks[resample_indices(len(landmarks), length)].astype(np.float64)
         bad = ~np.isfinite(landmarks)
         nonfinite = int(bad.sum())
         landmarks[bad] = 0.0  # a NaN coordinate means "not detected", which the layout writes as zero
+        if np.abs(landmarks).max() > LANDMARK_LIMIT:
+            raise ClipError("out_of_range", f"{path} holds values beyond +-{LANDMARK_LIMIT:g}; landmarks are "
+                                            "MediaPipe's normalized image coordinates (about 0..1)")
+        landmarks = landmarks.astype(np.float32)
     return gemma, landmarks, nonfinite
 
 
@@ -239,27 +308,112 @@ class PackedSplit:
         return line
 
 
-def _file_signature(path):
+class FileDigests:
+    """Content digests of clip files, for cache keys. A digest is remembered in <cache_dir>/file_digests.json
+    beside the file's stat signature (size, mtime, ctime, inode); a file whose signature is unchanged is not read
+    again. Any write to a file changes its ctime, which no tool can set back, so an edited file is re-read and
+    re-hashed even when its size and mtime were restored; a copied file is re-hashed and found unchanged."""
+
+    def __init__(self, cache_dir=None):
+        self.path = None if cache_dir is None else Path(cache_dir) / DIGESTS_NAME  # None: nothing remembered
+        try:
+            self.entries = json.loads(read_text(self.path, "digest file")) if self.path and self.path.is_file() else {}
+        except (DataError, ValueError):
+            self.entries = {}  # a damaged memo costs a re-read, nothing else
+        if not isinstance(self.entries, dict):
+            self.entries = {}
+        self.changed = False
+
+    def known(self, path):
+        """(digest or None, signature): the remembered digest when the file's signature is unchanged. The digest
+        is None when the file must be read; a marker string for an absent file or one that is not a regular file."""
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return "absent", None
+        if not stat.S_ISREG(st.st_mode):
+            return "not-a-file", None
+        signature = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        remembered = self.entries.get(os.path.abspath(path))
+        if isinstance(remembered, list) and len(remembered) == 2 and remembered[0] == signature:
+            return remembered[1], signature
+        return None, signature
+
+    def digest(self, path):
+        """Hex digest of the file's bytes (read only when its signature changed)."""
+        digest, signature = self.known(path)
+        if digest is not None:
+            return digest
+        h = hashlib.sha1(usedforsecurity=False)  # change detection, not a signature: the fastest here
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return "absent"
+        self.entries[os.path.abspath(path)] = [signature, h.hexdigest()]
+        self.changed = True
+        return h.hexdigest()
+
+    def digests(self, paths):
+        """digest() of every path; only the files to read go to reader threads (hashlib releases the GIL)."""
+        found = [self.known(p)[0] for p in paths]
+        todo = [i for i, d in enumerate(found) if d is None]
+        if todo:
+            pool = ThreadPoolExecutor(max_workers=8)
+            try:
+                for i, d in zip(todo, pool.map(self.digest, [paths[i] for i in todo])):
+                    found[i] = d
+            finally:  # Ctrl-C: do not wait for the rest of the corpus
+                pool.shutdown(wait=False, cancel_futures=True)
+        return found
+
+    def save(self):
+        if self.changed and self.path is not None:
+            try:
+                write_json(self.path, self.entries)
+            except DataError:
+                pass  # only a memo: the next run hashes again
+            self.changed = False
+
+
+def clip_files(clip, gemma_dir, landmarks_dir, modality):
+    """The files a clip is read from, for this modality; [] for an id that is not a plain name."""
     try:
-        st = os.stat(path)
-        return [st.st_size, st.st_mtime_ns]
-    except OSError:
-        return None
+        return ([feature_path(gemma_dir, clip.video_id)] if modality in ("hybrid", "gemma") else []) + \
+               ([landmark_path(landmarks_dir, clip.video_id)] if modality in ("hybrid", "landmarks") else [])
+    except ClipError:
+        return []
 
 
-def cache_key(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, num_frames, feature_dim):
-    """Hash of everything a packed split depends on: entries, settings, and each file's size and mtime,
-    so that a changed, added or deleted file rebuilds the cache."""
+def cache_key(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, num_frames, feature_dim,
+              digests=None):
+    """Hash of everything a packed split depends on: entries, settings, and the content of each clip's files,
+    so that a changed, added or deleted file rebuilds the cache. digests: a FileDigests (files hashed in threads)."""
+    digests = digests or FileDigests()
+    files = [clip_files(clip, gemma_dir, landmarks_dir, modality) for clip in clips]
+    flat = digests.digests([f for group in files for f in group])
     h = hashlib.sha1()
     h.update(json.dumps([CACHE_VERSION, split_name, modality, num_frames, feature_dim]).encode())
-    for clip in clips:
-        files = []
-        if modality in ("hybrid", "gemma"):
-            files.append(_file_signature(feature_path(gemma_dir, clip.video_id)))
-        if modality in ("hybrid", "landmarks"):
-            files.append(_file_signature(landmark_path(landmarks_dir, clip.video_id)))
-        h.update(json.dumps([clip.video_id, label_of[clip.class_id], files]).encode())
+    position = 0
+    for clip, group in zip(clips, files):
+        h.update(json.dumps([clip.video_id, label_of[clip.class_id], flat[position:position + len(group)]]).encode())
+        position += len(group)
     return h.hexdigest()[:16]
+
+
+def check_packing_memory(split_name, n_clips, modality, num_frames, feature_dim):
+    """Packing holds a split in memory before it is cached: say what fits before allocating it."""
+    per_frame = (2 * (feature_dim or 0) if modality in ("hybrid", "gemma") else 0) + \
+        (4 * LANDMARK_DIM if modality in ("hybrid", "landmarks") else 0)
+    need, available = n_clips * num_frames * per_frame, available_memory_bytes()
+    if available and need > 0.8 * available:
+        fits = int(0.8 * available // max(1, n_clips * per_frame))
+        raise DataError(f"--num_frames {num_frames}: the {split_name} split ({n_clips} clips) needs "
+                        f"{need / 1e9:.1f} GB of memory when packed, more than the {available / 1e9:.1f} GB "
+                        f"available; --num_frames {fits} or fewer fits" if fits >= 1 else
+                        f"the {split_name} split ({n_clips} clips) does not fit in the {available / 1e9:.1f} GB of "
+                        "memory available even at one frame per clip")
 
 
 def pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, num_frames, feature_dim=None,
@@ -271,10 +425,12 @@ def pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, 
         except ClipError as e:
             return e
 
+    check_packing_memory(split_name, len(clips), modality, num_frames, feature_dim)
     gemma_rows, landmark_rows, kept = [], [], []
     skipped, skipped_ids, details, sanitized = Counter(), {}, [], []
     nonfinite_values = 0
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    pool = ThreadPoolExecutor(max_workers=8)
+    try:
         results = pool.map(read, clips)
         for clip, result in tqdm(zip(clips, results), total=len(clips), desc=f"packing {split_name}",
                                  disable=None if show_progress else True, leave=False):
@@ -291,6 +447,8 @@ def pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, 
             nonfinite_values += nonfinite
             if nonfinite:
                 sanitized.append(f"{clip.video_id} ({nonfinite})")
+    finally:  # Ctrl-C: drop the reads not started yet instead of waiting for thousands of them
+        pool.shutdown(wait=False, cancel_futures=True)
     for line in details[:10]:
         print(f"warning: skipped {line}")
     if len(details) > 10:
@@ -357,21 +515,35 @@ def load_splits(clips_by_id, label_of, gemma_dir, landmarks_dir, modality, num_f
                 cache_dir=None, subset_name="split", splits=SUBSETS, show_progress=True):
     """Packs (or memory-maps from the cache) each requested split. cache_dir=None packs in memory only."""
     packed = {}
+    digests = None
+    if cache_dir is not None:
+        if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+            raise DataError(f"--cache_dir {cache_dir} is a file, not a folder; choose another path (or --no_cache)")
+        remove_stale_temporaries(cache_dir)  # a packing run that was killed left its temporary folder
+        digests = FileDigests(cache_dir)
     for split_name in splits:
         clips = [c for c in clips_by_id.values() if c.subset == split_name]
-        key = cache_key(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, num_frames, feature_dim)
-        folder = Path(cache_dir) / f"{Path(subset_name).stem}-{split_name}-{modality}-{key}" if cache_dir else None
-        split = load_packed(folder) if folder else None
+        folder = split = None
+        if cache_dir:
+            key = cache_key(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, num_frames,
+                            feature_dim, digests)
+            folder = Path(cache_dir) / f"{Path(subset_name).stem}-{split_name}-{modality}-{key}"
+            split = load_packed(folder)
         if split is None:
+            if show_progress:  # the progress bar only shows on a terminal; logs get one line
+                print(f"packing {split_name}: reading {len(clips)} clips" +
+                      (f" into the cache under {cache_dir}" if cache_dir else ""), flush=True)
             split = pack_split(split_name, clips, label_of, gemma_dir, landmarks_dir, modality, num_frames,
                                feature_dim, show_progress)
             if folder is not None:
                 try:
                     save_packed(split, folder)
                 except OSError as e:
-                    print(f"warning: cannot write the feature cache under {cache_dir} ({e}); "
+                    print(f"warning: cannot write the feature cache under {cache_dir} ({e.strerror or e}); "
                           "continuing without it (set --cache_dir to a writable folder)")
         packed[split_name] = split
+    if digests is not None:
+        digests.save()
     return packed
 
 

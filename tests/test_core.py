@@ -257,7 +257,7 @@ def test_outputs_and_metrics_schema(data, tmp_path):
         assert metrics[split]["top1"] <= metrics[split]["top5"]
     mapping = json.loads((out / "label_mapping.json").read_text())
     assert [m["wlasl_id"] for m in mapping] == [3, 10, 17, 24] and mapping[1]["gloss"] == "gloss10"
-    checkpoint = torch.load(out / "best.pt", weights_only=False)
+    checkpoint = torch.load(out / "best.pt", weights_only=True)
     assert checkpoint["epoch"] == metrics["best_epoch"] and checkpoint["label_mapping"] == mapping
     assert len((out / "summary.csv").read_text().splitlines()) == 3
 
@@ -364,7 +364,7 @@ def test_ema_warms_up_and_resumes(data, tmp_path):
     out = tmp_path / "run"
     assert run_cli("--data_dir", data_dir, "--subset", subset, "--epochs", "1", "--ema", "--output_dir", out,
                    *TINY) == 0
-    assert torch.load(out / "last.pt", weights_only=False)["ema_updates"] == 4.0  # 32 clips / batch 8
+    assert torch.load(out / "last.pt", weights_only=True)["ema_updates"] == 4.0  # 32 clips / batch 8
 
 
 def test_committed_demo_is_what_the_generator_makes(tmp_path):

@@ -147,14 +147,14 @@ def test_end_to_end_shapes_values_metadata_and_resume(tiny_model, split_file, tm
     for m in (meta, on_disk):
         assert m["feature_dim"] == TEXT["hidden_size"] and m["layer"] == "projector" and m["num_frames"] == 16
         assert m["dtype"] == "float16" and "mean" in m["pooling"] and m["model"] == str(folder)
-        assert m["counts"] == {"clips": 6, "extracted": 4, "skipped_existing": 0, "missing": 1, "failed": 1,
-                               "frames_extracted": 64, "outputs_present": 4}
+        assert m["counts"] == {"clips": 6, "extracted": 4, "skipped_existing": 0, "missing": 1, "refused": 0,
+                               "failed": 1, "with_notes": 0, "frames_extracted": 64, "outputs_present": 4}
         assert m["missing"] == ["00000"]  # no video: listed, not a failure
         assert [f["video_id"] for f in m["failed"]] == ["corrupt"]
     printed = capsys.readouterr()
     assert printed.err.strip().splitlines() == [f"warning: corrupt skipped: {meta['failed'][0]['reason']}"]
     assert f"missing 1 (no video with that id, e.g. 00000; all listed in {out / 'extraction_metadata.json'}), " \
-           "failed 1;" in printed.out
+           "refused 0, failed 1;" in printed.out
 
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*_gemma.npy")}
     again = eg.main(argv)

@@ -82,7 +82,7 @@ def test_bad_videos_raise_video_error(tmp_path):
     for path in (garbage, tmp_path / "empty.mp4", tmp_path / "absent.mp4"):
         with pytest.raises(VideoError):
             read_clip_frames(path)
-    with pytest.raises(VideoError, match="no decodable frame"):  # window past the end of the video
+    with pytest.raises(VideoError, match="starts at frame 500 .* has only 58 frames"):  # window past the end
         read_clip_frames(WLASL_RAW / "00335.mp4", 500, 600)
 
 
@@ -127,7 +127,7 @@ def test_cli_matches_reference_reports_bad_videos_and_resumes(tmp_path):
         assert np.abs(got - ref)[both].max() <= ATOL, name
     assert mask_ref[:, 0].sum() == 66 and mask_ref[:, 1].sum() == 65  # ambulancia: both hands really tested
 
-    assert meta["counts"] == {"clips": 7, "extracted": 5, "skipped_existing": 0, "missing": 0, "failed": 2,
+    assert meta["counts"] == {"clips": 7, "extracted": 5, "skipped_existing": 0, "missing": 0, "refused": 0, "failed": 2, "with_notes": 0,
                               "frames_extracted": 58 + 65 + 71 + 60 + 66, "outputs_present": 5}
     assert {f["video_id"] for f in meta["failed"]} == {"corrupt", "empty"}
     assert all(f["reason"] for f in meta["failed"])
@@ -185,7 +185,7 @@ def test_real_split_with_few_videos_reports_missing_in_one_line(tmp_path):
     summary = r.stdout.strip().splitlines()[-1]
     assert summary.startswith("extracted 4 clips (8 frames), skipped 0 existing, "
                               f"missing {n_missing} (no video or .pose file with that id, e.g. 00333, 00337, ")
-    assert f"all listed in {out / 'extraction_metadata.json'}), failed 1;" in summary
+    assert f"all listed in {out / 'extraction_metadata.json'}), refused 0, failed 1;" in summary
 
     meta = json.loads((out / "extraction_metadata.json").read_text())
     assert meta["counts"]["missing"] == n_missing and meta["counts"]["failed"] == 1

@@ -26,6 +26,7 @@ import torch
 
 import train_simple
 import wlasl_data
+from safe_io import DataError, atomic_write_text
 from test_nslt1000_fixes import make_wlasl_layout
 from wlasl_data import LANDMARK_DIM, build_label_mapping, load_packed, load_split, pack_split, save_packed
 
@@ -151,7 +152,7 @@ def test_split_file_is_a_directory(data, tmp_path):
     fails the same read (IsADirectoryError is the same OSError path as PermissionError)."""
     (tmp_path / "nslt_test.json").mkdir()
     one_error_line(cli("--data_dir", tmp_path, "--subset", "nslt_test.json", *TINY), 2,
-                   tmp_path / "nslt_test.json", "cannot read split file")
+                   tmp_path / "nslt_test.json", "is a folder, not a file")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file; test_split_file_is_a_directory "
@@ -219,7 +220,7 @@ FAULTS = {
     "gemma_wrong_ndim":    ("val", "gemma", _array((16, FEATURE_DIM, 1)), "bad_shape"),
     "gemma_nan":           ("train", "gemma", _array((16, FEATURE_DIM), np.nan, (3, 4)), "nonfinite"),
     "gemma_inf":           ("test", "gemma", _array((16, FEATURE_DIM), np.inf, (0, 0)), "nonfinite"),
-    "gemma_float16_overflow": ("train", "gemma", _array((16, FEATURE_DIM), 1e38, (5, 5)), "nonfinite"),
+    "gemma_float16_overflow": ("train", "gemma", _array((16, FEATURE_DIM), 1e38, (5, 5)), "out_of_range"),
     "gemma_missing":       ("train", "gemma", None, "missing"),
     "landmarks_garbage":   ("train", "landmarks", _garbage, "unreadable"),
     "landmarks_empty":     ("val", "landmarks", _array((0, LANDMARK_DIM)), "empty"),
@@ -443,31 +444,35 @@ def test_cuda_out_of_memory_is_one_line(monkeypatch, capsys):
 @pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()],
                          ids=["disk_full", "ctrl_c"])
 def test_checkpoint_write_interrupted_half_way(tmp_path, monkeypatch, failure):
+    """The write fails half-way: the previous checkpoint stays loadable, no temporary is left, and a disk error
+    becomes a one-line DataError naming the file (Ctrl-C stays a KeyboardInterrupt)."""
     path = tmp_path / "last.pt"
     train_simple.atomic_torch_save({"epoch": 1, "w": torch.arange(4.0)}, path)
-    real_save = torch.save
 
-    def half_written(obj, f, *args, **kwargs):
-        f.write(b"PK\x03\x04" + b"\x00" * 100)  # the start of a zip archive, then the disk fills up
+    def fails_after_writing(fd):  # the bytes are in the temporary file; then the disk fills up (or Ctrl-C)
+        assert os.fstat(fd).st_size > 0
         raise failure
-    monkeypatch.setattr(torch, "save", half_written)
-    with pytest.raises(type(failure)):
+    monkeypatch.setattr(os, "fsync", fails_after_writing)
+    expected = DataError if isinstance(failure, OSError) else type(failure)
+    with pytest.raises(expected) as raised:
         train_simple.atomic_torch_save({"epoch": 2, "w": torch.zeros(4)}, path)
-    monkeypatch.setattr(torch, "save", real_save)
-    previous = torch.load(path, weights_only=False)
+    monkeypatch.undo()
+    if expected is DataError:
+        assert str(path) in str(raised.value) and "disk is full" in str(raised.value)
+    previous = torch.load(path, weights_only=True)
     assert previous["epoch"] == 1 and torch.equal(previous["w"], torch.arange(4.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"], "a temporary file was left behind"
 
 
 def test_text_write_interrupted_half_way(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"
-    train_simple.atomic_write_text(path, json.dumps({"top1": 0.5}))
+    atomic_write_text(path, json.dumps({"top1": 0.5}))
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError):
-        train_simple.atomic_write_text(path, json.dumps({"top1": 0.9, "pad": "x" * 10000}))
+    with pytest.raises(DataError, match="cannot write .*metrics.json: No space left on device"):
+        atomic_write_text(path, json.dumps({"top1": 0.9, "pad": "x" * 10000}))
     assert json.loads(path.read_text()) == {"top1": 0.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"], "a temporary file was left behind"
 
@@ -558,15 +563,27 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(data, referen
 # ---------------------------------------------------------------------------------------------------------------
 # Numerical faults and determinism
 
-def test_nonfinite_loss_step_is_skipped_and_counted(data, tmp_path):
-    """One training clip with landmark values near the float32 limit makes its batch's loss NaN: that step is
-    skipped (not applied) and counted, once per epoch; the run finishes."""
-    data_dir, subset = copy_data(data, tmp_path)
-    vid = train_ids(data_dir, subset)[0]
-    np.save(data_dir / "landmarks" / f"{vid}_landmarks.npy", np.full((20, LANDMARK_DIM), 3e38, np.float32))
+def nan_losses(monkeypatch, every):
+    """Makes every `every`-th training loss NaN: the only way left to get one, since clips with values that would
+    overflow are now skipped as out_of_range (tests/test_hostile_inputs.py)."""
+    real, calls = train_simple.weighted_loss, [0]
+
+    def weighted_loss(logits, labels, weight, class_weights, label_smoothing):
+        loss = real(logits, labels, weight, class_weights, label_smoothing)
+        calls[0] += 1
+        return loss * float("nan") if calls[0] % every == 0 else loss
+    monkeypatch.setattr(train_simple, "weighted_loss", weighted_loss)
+
+
+def test_nonfinite_loss_step_is_skipped_and_counted(data, tmp_path, monkeypatch, capsys):
+    """A step whose loss is NaN is skipped (not applied) and counted, once per epoch (4 steps per epoch here, the
+    4th is NaN); the run finishes with finite weights and metrics."""
+    data_dir, subset = data
+    nan_losses(monkeypatch, every=4)
     out = tmp_path / "run"
-    log = succeeded(cli("--data_dir", data_dir, "--subset", subset, *TINY, "--epochs", "2", "--no_cache",
-                        "--output_dir", out))
+    assert train_simple.main(["--data_dir", str(data_dir), "--subset", subset, *map(str, TINY), "--epochs", "2",
+                              "--no_cache", "--output_dir", str(out)]) == 0
+    log = capsys.readouterr().out
     assert "warning: skipped 1 steps with a non-finite loss in epoch 1" in log
     assert [row["skipped_steps"] for row in summary_rows(out)] == ["1", "1"]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -576,13 +593,16 @@ def test_nonfinite_loss_step_is_skipped_and_counted(data, tmp_path):
     loads_finite_checkpoint(out / "best.pt")
 
 
-def test_run_of_nonfinite_losses_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
+def test_run_of_nonfinite_losses_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
     data_dir, subset = data
+    nan_losses(monkeypatch, every=1)
     out = tmp_path / "run"
-    result = cli("--data_dir", data_dir, "--subset", subset, *TINY, "--epochs", "3", "--lr", "1e30",
-                 "--output_dir", out)
-    line = one_error_line(result, 1, "non-finite loss", "--lr", "features", out / "last.pt")
-    assert "steps in epoch 1" in line
+    assert train_simple.main(["--data_dir", str(data_dir), "--subset", subset, *map(str, TINY), "--epochs", "3",
+                              "--output_dir", str(out)]) == 1
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("error:")
+    for text in ("non-finite loss", "--lr", "features", str(out / "last.pt"), "steps in epoch 1"):
+        assert text in line, (text, line)
     checkpoint = loads_finite_checkpoint(out / "last.pt")
     assert checkpoint["epoch"] == 0, "last.pt is the last good state, from before the bad epoch"
     assert not (out / "metrics.json").exists() and not (out / "best.pt").exists()
