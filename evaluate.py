@@ -6,7 +6,7 @@ Evaluate a trained checkpoint on one split: per-instance and per-class accuracy,
     python evaluate.py --checkpoint runs/nslt_100-20261124-120000/best.pt --split val
     python evaluate.py --checkpoint best.pt --data_dir /mnt/wlasl --landmarks_dir /mnt/wlasl/lm   # data moved
 
-The split is read exactly as training reads it (wlasl_data: same sampling, masks, skipped-file counts, cache), with
+The split is read exactly as training reads it (hybrid_asl.packing: same sampling, masks, skipped-file counts, cache), with
 the checkpoint's own settings and label mapping; clips of classes the checkpoint does not know are skipped and
 counted. Writes <output_dir>/eval_<split>/ (default output_dir: the checkpoint's folder, so the run's own
 metrics.json is never overwritten):
@@ -18,32 +18,33 @@ metrics.json is never overwritten):
 """
 import argparse
 import io
-import json
 import os
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
-import numpy as np
-
-import torch
-
-import plots
-import train_simple
-from safe_io import DataError, atomic_write_text, check_output_path, make_folder, run_cli, write_json
-from wlasl_data import SPLIT_HINT, SUBSETS, BatchLoader, load_split, load_splits
-
-TOP_CONFUSIONS = 50
+from hybrid_asl import plots
+from hybrid_asl.batches import BatchLoader
+from hybrid_asl.checkpoint import load_trained
+from hybrid_asl.cli import HelpFormatter, positive_int, resolve_device, run_cli
+from hybrid_asl.engine import amp_context, predict_logits
+from hybrid_asl.errors import DataError
+from hybrid_asl.files import atomic_write_text, check_output_path, csv_text, make_folder, write_json
+from hybrid_asl.metrics import classification_metrics, confusion_rows, per_class_rows
+from hybrid_asl.packing import load_splits
+from hybrid_asl.recipe import verify_feature_dimensions
+from hybrid_asl.run_folder import training_folder
+from hybrid_asl.splits import SPLIT_HINT, SUBSETS, data_paths, load_split
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by train_simple.py")
     p.add_argument("--split", default="test", choices=SUBSETS, help="which split of the split file to evaluate")
     p.add_argument("--output_dir", default=None,
                    help="results go to <output_dir>/eval_<split>/ (default: the checkpoint's folder)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch_size", type=train_simple.positive_int, default=None,
+    p.add_argument("--batch_size", type=positive_int, default=None,
                    help="clips per forward pass (default: the training run's)")
     p.add_argument("--no_plots", action="store_true", help="write the CSV/JSON files only, no PNGs")
     g = p.add_argument_group("data (default: where the checkpoint was trained; give these when the data moved)")
@@ -56,54 +57,11 @@ def get_args(argv=None):
     return p, p.parse_args(argv)
 
 
-def load_trained_model(checkpoint_path, device, overrides=None):
-    """(model in eval mode on device, training args with `overrides` applied, checkpoint dict).
-
-    Arguments missing from an older checkpoint take train_simple's current defaults. The weights are the ones
-    training evaluated: the EMA when the run kept one.
-    """
-    checkpoint = train_simple.load_checkpoint(checkpoint_path)
-    args = train_simple.build_parser().parse_args([])
-    vars(args).update(checkpoint["args"])
-    vars(args).update({k: v for k, v in (overrides or {}).items() if v is not None})
-    model = train_simple.build_model(args, checkpoint["num_classes"], checkpoint["feature_dim"])
-    weights = checkpoint.get("ema") or checkpoint["model"]
-    broken = [name for name, t in weights.items()
-              if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
-    if broken:  # the model would only ever answer NaN
-        raise DataError(f"{checkpoint_path} holds NaN or infinite weights ({', '.join(broken[:3])}); it cannot "
-                        "predict: use another checkpoint (e.g. the run's best.pt)")
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise DataError(f"{checkpoint_path}: the weights do not fit the model its own settings describe "
-                        f"({str(e).splitlines()[-1].strip()[:120]}); was it written by another version?")
-    return model.to(device).eval(), args, checkpoint
-
-
-def training_folder(checkpoint_path, output_dir):
-    """The folder train_simple.py ran in: the checkpoint's folder less the run folder it was given (relative to
-    where it ran). None when that cannot be known: an absolute --output_dir, or a run folder moved since."""
-    run_dir, recorded = Path(os.path.abspath(checkpoint_path)).parent, Path(output_dir or "")
-    n = len(recorded.parts)
-    if n == 0 or recorded.is_absolute() or ".." in recorded.parts or run_dir.parts[-n:] != recorded.parts:
-        return None
-    return Path(*run_dir.parts[:-n])
-
-
-def recorded_dir(checkpoint_path, args, path):
-    """A folder recorded in the checkpoint's args (relative to where training ran) as a path usable from here."""
-    if path is None or Path(path).is_absolute() or Path(path).exists():
-        return path
-    folder = training_folder(checkpoint_path, args.output_dir)
-    return str(folder / path) if folder is not None and (folder / path).exists() else path
-
-
-def data_paths(cli, args):
-    """train_simple.data_paths as training resolved them. Flags given now are relative to here; the --data_dir and
+def split_paths(cli, args):
+    """splits.data_paths as training resolved them. Flags given now are relative to here; the --data_dir and
     --subset recorded in the checkpoint are relative to where training ran, so when the split file is not found
     from here it is looked for from there."""
-    paths = train_simple.data_paths(args)
+    paths = data_paths(args)
     if paths[1].is_file() or cli.subset:
         return paths  # found, or the user's own --subset: load_split names the file they gave
     if cli.data_dir:
@@ -114,7 +72,7 @@ def data_paths(cli, args):
         for key in ("gemma_features_dir", "landmarks_dir", "cache_dir"):  # given now: relative to here
             if getattr(cli, key):
                 setattr(args, key, os.path.abspath(getattr(cli, key)))
-        there = train_simple.data_paths(args, base=folder)
+        there = data_paths(args, base=folder)
         if there[1].is_file():
             return there
     raise DataError(f"split file not found: {cli.checkpoint} records --data_dir {args.data_dir} --subset "
@@ -122,54 +80,21 @@ def data_paths(cli, args):
                     + "; pass --data_dir and --subset (where the split file is now)")
 
 
-amp_context = train_simple.amp_context  # the autocast training used on this device
-
-
-def per_class_rows(logits, labels, label_mapping, train_counts):
-    """One row per class of the checkpoint: clips evaluated and their top-1 / top-5 (empty when n = 0)."""
-    num_classes = len(label_mapping)
-    n, hits1 = (t.numpy() for t in train_simple.per_class_hits(logits, labels, num_classes, 1))
-    _, hits5 = (t.numpy() for t in train_simple.per_class_hits(logits, labels, num_classes, 5))
-    rows = []
-    for entry in label_mapping:
-        i = entry["index"]
-        rows.append({"index": i, "wlasl_id": entry["wlasl_id"], "gloss": entry["gloss"], "n": int(n[i]),
-                     "top1": round(hits1[i] / n[i], 5) if n[i] else "",
-                     "top5": round(hits5[i] / n[i], 5) if n[i] else "",
-                     "train_clips": "" if train_counts is None else int(train_counts[i])})  # unknown: older run
-    return rows
-
-
-def confusion_rows(logits, labels, label_mapping, top=TOP_CONFUSIONS):
-    """The `top` most frequent (true, predicted) pairs among top-1 mistakes, most frequent first."""
-    predicted = np.asarray(logits).argmax(axis=1)
-    wrong = predicted != labels
-    pairs, counts = np.unique(np.stack([labels[wrong], predicted[wrong]], axis=1), axis=0, return_counts=True)
-    order = sorted(range(len(counts)), key=lambda k: (-counts[k], pairs[k][0], pairs[k][1]))[:top]
-    rows = []
-    for k in order:
-        true, pred = (label_mapping[int(c)] for c in pairs[k])
-        rows.append({"true_wlasl_id": true["wlasl_id"], "true_gloss": true["gloss"],
-                     "predicted_wlasl_id": pred["wlasl_id"], "predicted_gloss": pred["gloss"],
-                     "count": int(counts[k])})
-    return rows
-
-
 def main(argv=None):
     parser, cli = get_args(argv)
     if cli.output_dir is not None and not cli.output_dir.strip():
         parser.error("--output_dir is empty; give a folder (default: the checkpoint's folder)")
-    device = train_simple.resolve_device(parser, cli.device)
+    device = resolve_device(parser, cli.device)
     overrides = {k: getattr(cli, k) for k in ("data_dir", "subset", "gemma_features_dir", "landmarks_dir",
                                                "cache_dir", "batch_size")}
     if cli.no_cache:
         overrides["no_cache"] = True
-    model, args, checkpoint = load_trained_model(cli.checkpoint, device, overrides)
-    label_mapping, feature_dim = checkpoint["label_mapping"], checkpoint["feature_dim"]
+    model, prepare, args, checkpoint = load_trained(cli.checkpoint, device, overrides)
+    label_mapping, gemma_dim = checkpoint["label_mapping"], checkpoint["gemma_dim"]
     num_classes = checkpoint["num_classes"]
 
     # ---- the split, packed as training packs it --------------------------------------------------------------
-    data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = data_paths(cli, args)
+    data_dir, split_path, gemma_dir, landmarks_dir, cache_dir = split_paths(cli, args)
     clips = load_split(split_path, hint=SPLIT_HINT)
     for needed, folder, flag in (("hybrid gemma", gemma_dir, "--gemma_features_dir"),
                                  ("hybrid landmarks", landmarks_dir, "--landmarks_dir")):
@@ -179,16 +104,16 @@ def main(argv=None):
     if args.modality != "landmarks":
         # Its warnings say how training would go on with other widths; here a mismatch ends the run instead.
         with redirect_stdout(io.StringIO()) as notes:
-            detected = train_simple.verify_feature_dimensions(gemma_dir, feature_dim)
-        if detected != feature_dim:
-            raise DataError(f"the features in {gemma_dir} are {detected}-wide but {cli.checkpoint} was trained on "
-                            f"{feature_dim}-wide features; point --gemma_features_dir at the features it was "
-                            "trained with (same model and --layer)")
+            detected = verify_feature_dimensions(gemma_dir, gemma_dim)
+        if detected != gemma_dim:
+            raise DataError(f"the Gemma features in {gemma_dir} are {detected}-wide but {cli.checkpoint} was trained "
+                            f"on {gemma_dim}-wide ones; point --gemma_features_dir at the features it was trained "
+                            "with (same model and --layer)")
         print(notes.getvalue(), end="")
     label_of = {entry["wlasl_id"]: entry["index"] for entry in label_mapping}
     unknown = [c for c in clips.values() if c.subset == cli.split and c.class_id not in label_of]
     known = {v: c for v, c in clips.items() if c.class_id in label_of}
-    split = load_splits(known, label_of, gemma_dir, landmarks_dir, args.modality, args.num_frames, feature_dim,
+    split = load_splits(known, label_of, gemma_dir, landmarks_dir, args.modality, args.num_frames, gemma_dim,
                         cache_dir=cache_dir, subset_name=split_path.name, splits=(cli.split,))[cli.split]
     if unknown:  # counted like any other skipped clip, so `evaluated N of M listed` stays honest
         split.listed += len(unknown)
@@ -205,8 +130,8 @@ def main(argv=None):
 
     # ---- predictions and metrics -----------------------------------------------------------------------------
     loader = BatchLoader(split, args.batch_size, device)
-    logits, labels = train_simple.predict_logits(model, loader, args, amp_context(device))
-    metrics = train_simple.classification_metrics(logits, labels, num_classes)
+    logits, labels = predict_logits(model, prepare, loader, amp_context(device))
+    metrics = classification_metrics(logits, labels, num_classes)
     metrics["n_listed"] = split.listed
     result = {"num_classes": num_classes, "best_epoch": checkpoint["best_epoch"], cli.split: metrics,
               "skipped": {cli.split: dict(split.skipped, nonfinite_landmark_clips=split.nonfinite_landmark_clips)},
@@ -220,8 +145,8 @@ def main(argv=None):
     for name in ("metrics.json", "per_class.csv", "confusions.csv"):  # never over one of this command's inputs
         check_output_path(out_dir / name, "--output_dir", [("--checkpoint", cli.checkpoint), ("--subset", split_path)])
     write_json(out_dir / "metrics.json", result)
-    atomic_write_text(out_dir / "per_class.csv", train_simple.csv_text(class_rows, list(class_rows[0])))
-    atomic_write_text(out_dir / "confusions.csv", train_simple.csv_text(mistakes, [
+    atomic_write_text(out_dir / "per_class.csv", csv_text(class_rows, list(class_rows[0])))
+    atomic_write_text(out_dir / "confusions.csv", csv_text(mistakes, [
         "true_wlasl_id", "true_gloss", "predicted_wlasl_id", "predicted_gloss", "count"]))
     written = ["metrics.json", "per_class.csv", "confusions.csv"]
     if not cli.no_plots:

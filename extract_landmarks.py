@@ -18,146 +18,21 @@ Split a corpus across machines with --shard i/n (the last shard to finish merges
 """
 import argparse
 import os
-import platform
 import sys
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
-import numpy as np
 from tqdm import tqdm
 
-from safe_io import DataError, int_range, make_folder, not_a_regular_file, remove_stale_temporaries, run_cli
-from video_io import (VIDEO_EXTENSIONS, VideoError, atomic_save_npy, clip_window, cv2_missing, list_jobs,
-                      missing_note, parse_shard, read_clip_frames, shard_metadata_name, take_shard, write_metadata)
-from wlasl_data import LANDMARK_DIM, SPLIT_HINT, load_split, uniform_indices
-
-INSTALL_HINT = "pip install -r requirements-extract.txt"
-POSE_IDS = list(range(11, 23))  # shoulders, elbows, wrists, pinkies, index fingers, thumbs
-POSE_NAMES = ["LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW", "LEFT_WRIST", "RIGHT_WRIST",
-              "LEFT_PINKY", "RIGHT_PINKY", "LEFT_INDEX", "RIGHT_INDEX", "LEFT_THUMB", "RIGHT_THUMB"]
-MODEL_COMPLEXITY = 1  # 0 and 2 make mediapipe 0.10.21 download a model at run time, which fails offline
-
-
-def import_mediapipe():
-    try:
-        import mediapipe as mp
-        return mp
-    except ImportError:
-        raise DataError(f"mediapipe is not installed: {INSTALL_HINT}")
-    except Exception as e:  # e.g. a numpy 2 install under mediapipe 0.10.21
-        raise DataError(f"mediapipe failed to import ({type(e).__name__}: {str(e)[:120]}); {INSTALL_HINT}")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# One clip
-
-@contextmanager
-def native_stderr_silenced():
-    """MediaPipe 0.10.21's C++ side (TFLite, absl) writes ~8 warnings per clip straight to file descriptor 2, which
-    no environment variable turns off: over a corpus they would bury the tool's own warnings."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def holistic_row(results):
-    """One frame's MediaPipe Holistic results -> float32 (162,), zeros for each part that was not detected."""
-    row = np.zeros(LANDMARK_DIM, dtype=np.float32)
-    parts = ((results.left_hand_landmarks, slice(0, 63), None), (results.right_hand_landmarks, slice(63, 126), None),
-             (results.pose_landmarks, slice(126, 162), POSE_IDS))
-    for landmarks, where, keep in parts:
-        if landmarks is not None:
-            points = landmarks.landmark if keep is None else [landmarks.landmark[i] for i in keep]
-            row[where] = [c for p in points for c in (p.x, p.y, p.z)]
-    return row
-
-
-def extract_video_landmarks(path, start_frame=1, end_frame=None, num_frames=None, notes=None):
-    """(T, 162) float32 landmarks of one video clip (window and sampling as in video_io.read_clip_frames, which
-    also appends to notes).
-
-    A fresh Holistic per clip: its tracking state must not carry over from the previous clip.
-    Raises VideoError for an unreadable or empty video, DataError when mediapipe is missing.
-    """
-    mp = import_mediapipe()
-    frames, _ = read_clip_frames(path, start_frame, end_frame, num_frames, notes)
-    out = np.zeros((len(frames), LANDMARK_DIM), dtype=np.float32)
-    with native_stderr_silenced(), \
-            mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=MODEL_COMPLEXITY) as holistic:
-        for i, frame in enumerate(frames):
-            out[i] = holistic_row(holistic.process(frame))
-    return out
-
-
-def pose_file_landmarks(path, start_frame=1, end_frame=None, num_frames=None):
-    """(T, 162) float32 landmarks from a pose-format .pose file in MediaPipe Holistic layout.
-
-    x and y are divided by the header's width and height (pose-format stores pixels) so they match
-    MediaPipe's normalized coordinates; z is kept as stored (pose-format keeps MediaPipe's z), or divided by
-    the header's depth when a file declares one. Masked (undetected) points become zeros, and
-    pose points a reduced file lacks (e.g. no pinkies) stay zero. ValueError for any other layout (OpenPose...).
-    """
-    try:
-        from pose_format import Pose
-    except ImportError:
-        raise DataError(f"pose-format is not installed: {INSTALL_HINT}")
-    with open(path, "rb") as f:
-        pose = Pose.read(f.read())
-    header = pose.header
-    names = [c.name for c in header.components]
-    needed = ("POSE_LANDMARKS", "LEFT_HAND_LANDMARKS", "RIGHT_HAND_LANDMARKS")
-    if not all(n in names for n in needed):
-        raise ValueError(f"{path} is not in MediaPipe Holistic layout (components {names}; need {list(needed)}): "
-                         "only MediaPipe .pose files can be converted")
-    data = np.ma.getdata(pose.body.data)[:, 0].astype(np.float32)  # first person: (frames, points, dims)
-    valid = ~np.ma.getmaskarray(pose.body.data)[:, 0].any(-1)
-    if data.shape[-1] < 3:
-        raise ValueError(f"{path} has {data.shape[-1]}-d points; need x, y, z")
-    dims = header.dimensions
-    scale = [float(dims.width or 1), float(dims.height or 1), float(dims.depth or 1)]
-    data = data[..., :3] / np.array(scale, dtype=np.float32)
-    offsets = np.cumsum([0] + [len(c.points) for c in header.components])
-    where = {c.name: (int(offsets[k]), list(c.points)) for k, c in enumerate(header.components)}
-
-    out = np.zeros((len(data), LANDMARK_DIM), dtype=np.float32)
-    for component, column in (("LEFT_HAND_LANDMARKS", 0), ("RIGHT_HAND_LANDMARKS", 63)):
-        start, points = where[component]
-        if len(points) != 21:
-            raise ValueError(f"{path}: {component} has {len(points)} points, expected 21")
-        hand = np.where(valid[:, start:start + 21, None], data[:, start:start + 21], 0.0)
-        out[:, column:column + 63] = hand.reshape(len(data), 63)
-    start, points = where["POSE_LANDMARKS"]
-    for j, name in enumerate(POSE_NAMES):
-        if name in points:  # reduced files (e.g. 8 pose points) lack some: those stay zero
-            k = points.index(name)
-            out[:, 126 + 3 * j:129 + 3 * j] = np.where(valid[:, start + k, None], data[:, start + k], 0.0)
-
-    fps = float(pose.body.fps or 25.0)
-    first, end = clip_window(fps, start_frame, end_frame)
-    out = out[first:end]
-    if num_frames is not None:
-        out = out[uniform_indices(len(out), num_frames)]
-    if len(out) == 0:
-        raise VideoError(f"no frame in {path} in window start_frame={start_frame} end_frame={end_frame}")
-    return out
-
-
-def extract_file(path, start_frame=1, end_frame=None, num_frames=None, notes=None):
-    """Landmarks of a video or a .pose file (only regular files are opened: a FIFO would block the read)."""
-    why = not_a_regular_file(path)
-    if why is not None:
-        raise VideoError(f"{path} {why}")
-    if path.lower().endswith(".pose"):
-        return pose_file_landmarks(path, start_frame, end_frame, num_frames)
-    return extract_video_landmarks(path, start_frame, end_frame, num_frames, notes)
-
+from hybrid_asl.cli import HelpFormatter, int_range
+from hybrid_asl.clips import LANDMARK_DIM
+from hybrid_asl.errors import INSTALL_HINT, DataError
+from hybrid_asl.extraction import (atomic_save_npy, finish, list_jobs, missing_note, outcome, parse_shard, run_extractor,
+                                   take_shard)
+from hybrid_asl.files import make_folder, remove_stale_temporaries
+from hybrid_asl.mediapipe_landmarks import MODEL_COMPLEXITY, extract_file, import_mediapipe, quiet_worker, tool_versions
+from hybrid_asl.splits import SPLIT_HINT, load_split
+from hybrid_asl.video import VIDEO_EXTENSIONS, VideoError, cv2_missing
 
 def output_path(output_dir, video_id):
     return os.path.join(output_dir, f"{video_id}_landmarks.npy")
@@ -179,11 +54,6 @@ def process_job(job):
         return job["video_id"], 0, f"{type(e).__name__}: {str(e)[:200]}", notes
 
 
-def quiet_worker():
-    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe/absl start-up chatter would drown the progress bar
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def pool_worker():
     """A worker process leaves Ctrl-C to the parent, which stops the pool (terminate) instead of waiting for it."""
     import signal
@@ -191,23 +61,12 @@ def pool_worker():
     quiet_worker()
 
 
-def tool_versions():
-    from importlib.metadata import PackageNotFoundError, version
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("mediapipe", "opencv-python-headless", "opencv-contrib-python", "pose-format"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The corpus
 
 def get_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     g = parser.add_argument_group("input")
     g.add_argument("--videos_dir", default=None,
                    help="folder of videos named {video_id}.mp4/.mov/.avi/.mkv/.webm (.pose files here are read too)")
@@ -327,26 +186,15 @@ def main(argv=None):
         "notes": [{"video_id": v, "note": note} for v, note in sorted(noted)],
         "seconds": round(time.time() - started, 1),
     }
-    merged = write_metadata(output_dir, meta, *shard)
-    for video_id, reason in sorted(failed):
-        print(f"warning: {video_id} skipped: {reason}", file=sys.stderr)
-    for video_id, note in sorted(noted):
-        print(f"warning: {video_id}: {note}", file=sys.stderr)
-    written = merged or os.path.join(output_dir, shard_metadata_name(*shard))
+    merged, written = finish(output_dir, meta, *shard, failed, noted)
     print(f"extracted {done} clips ({frames} frames), skipped {skipped} existing, "
-          f"{missing_note(missing, 'video or .pose file', written)}, refused {len(refused)}, failed {len(failed)}"
-          f"{f', {len(noted)} warnings' if noted else ''}; {meta['seconds']} s; "
+          f"{outcome(missing_note(missing, 'video or .pose file', written), refused, failed, noted)}; {meta['seconds']} s; "
           f"metadata: {merged or 'shard file written, merged once every shard has finished'}")
     return meta
 
 
 def run(argv=None):
-    """Entry point: one line and exit 2 for a user error, 130/143 for Ctrl-C/SIGTERM (extracted clips are kept)."""
-    def cli(args):
-        main(args)
-        return 0
-    return run_cli(cli, argv, interrupted="interrupted; every clip finished so far is saved: "
-                                                              "run the same command again to continue")
+    return run_extractor(main, argv)
 
 
 if __name__ == "__main__":

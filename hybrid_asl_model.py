@@ -1,8 +1,9 @@
 """Building blocks of the hybrid ASL recognizer, and the full (per-frame fusion) alternative model.
 
-Both models see a clip as two aligned sequences of T frames: Gemma 3 visual features (B, T, D) and MediaPipe
-landmark channels (B, T, C), plus a padding mask (B, T) that is True on real frames. Every attention and every
-pooling below honours that mask, so a short clip padded to T frames gives the same logits as the unpadded clip.
+Both models see a clip as two aligned sequences of T frames: Gemma 3 features (B, T, D) and landmark channels
+(B, T, C) (hybrid_asl.landmarks.LandmarkPreprocessor makes them from raw MediaPipe landmarks), plus a padding mask
+(B, T) that is True on real frames. Every attention and every pooling below honours that mask, so a short clip
+padded to T frames gives the same logits as the unpadded clip.
 
 The primary model is `SimpleHybridASLModel` in hybrid_asl_model_simple.py; it is assembled from the blocks here.
 `FullHybridASLModel` (--model full) fuses the two streams frame by frame with cross-attention before a shared
@@ -154,29 +155,6 @@ class LandmarkEncoder(SequenceEncoder):
                          drop_path)
 
 
-class ChannelStandardizer(nn.Module):
-    """(x - mean) / std per input channel, with statistics of the training set (set_statistics), kept in the
-    checkpoint. Landmark channels differ in scale by 100x (positions vs. frame-to-frame motion): standardized, each
-    gets the same footing under weight decay, as in the ridge baseline's StandardScaler. Identity until set."""
-
-    def __init__(self, dim):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def set_statistics(self, mean, std):
-        self.mean.copy_(mean)
-        self.std.copy_(std)
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name, value in (("mean", self.mean), ("std", self.std)):  # checkpoints from before it existed
-            state_dict.setdefault(prefix + name, torch.zeros_like(value) if name == "mean" else torch.ones_like(value))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
 def build_classifier(hidden_dim, num_classes, dropout):
     """Above 500 classes the head gets a third layer and a 2x wider middle: one linear map underfits 1000 glosses."""
     if num_classes > 500:
@@ -195,7 +173,7 @@ def build_classifier(hidden_dim, num_classes, dropout):
 
 
 class FullHybridASLModel(nn.Module):
-    """Per-frame fusion, then time: each landmark frame token cross-attends to the visual frame tokens and vice
+    """Per-frame fusion, then time: each landmark frame token cross-attends to the Gemma frame tokens and vice
     versa (real attention between frame tokens, masked), the two fused streams are summed frame by frame, and a
     temporal transformer runs over the fused sequence.
     """
@@ -205,12 +183,11 @@ class FullHybridASLModel(nn.Module):
                  max_len=512):
         super().__init__()
         encoding = SinusoidalPositionalEncoding if use_sinusoidal_pos else LearnedPositionalEncoding
-        self.visual_proj = nn.Sequential(nn.Linear(gemma_feature_dim, hidden_dim), nn.LayerNorm(hidden_dim))
-        self.landmark_standardizer = ChannelStandardizer(landmark_dim)
+        self.gemma_proj = nn.Sequential(nn.Linear(gemma_feature_dim, hidden_dim), nn.LayerNorm(hidden_dim))
         self.landmark_proj = nn.Sequential(nn.Linear(landmark_dim, hidden_dim), nn.LayerNorm(hidden_dim))
         self.pos_encoding = encoding(hidden_dim, max_len, encoder_dropout)
-        self.landmark_to_visual = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
-        self.visual_to_landmark = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
+        self.landmark_to_gemma = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
+        self.gemma_to_landmark = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
         rates = [drop_path * (i + 1) / num_layers for i in range(num_layers)]
         self.temporal = nn.ModuleList(TransformerBlock(hidden_dim, num_heads, encoder_dropout, r) for r in rates)
         self.norm = nn.LayerNorm(hidden_dim)
@@ -220,11 +197,11 @@ class FullHybridASLModel(nn.Module):
     def forward(self, gemma_features, landmarks, mask=None):
         if mask is None:
             mask = torch.ones(landmarks.shape[:2], dtype=torch.bool, device=landmarks.device)
-        v = self.pos_encoding(self.visual_proj(gemma_features))
-        l = self.pos_encoding(self.landmark_proj(self.landmark_standardizer(landmarks)))
-        l_fused = self.landmark_to_visual(l, mask, context=v, context_mask=mask)
-        v_fused = self.visual_to_landmark(v, mask, context=l, context_mask=mask)
-        h = l_fused + v_fused
+        g = self.pos_encoding(self.gemma_proj(gemma_features))
+        l = self.pos_encoding(self.landmark_proj(landmarks))
+        l_fused = self.landmark_to_gemma(l, mask, context=g, context_mask=mask)
+        g_fused = self.gemma_to_landmark(g, mask, context=l, context_mask=mask)
+        h = l_fused + g_fused
         for layer in self.temporal:
             h = layer(h, mask)
         pooled = masked_mean(self.norm(h), mask)

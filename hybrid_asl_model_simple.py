@@ -4,13 +4,15 @@
                                                             fusion (concat | gated | attention) -> classifier
     gemma     (B, T, D) --SequenceEncoder--> frame tokens --/
 
+The landmark channels come from hybrid_asl.landmarks.LandmarkPreprocessor (normalized, standardized raw landmarks).
+
 --modality landmarks / gemma builds only one stream (no fusion), so each can be trained without the other's files.
 """
 import torch
 import torch.nn as nn
 
-from hybrid_asl_model import (ChannelStandardizer, LandmarkEncoder, SequenceEncoder,  # noqa: F401
-                              SinusoidalPositionalEncoding, TransformerBlock, build_classifier, masked_mean)
+from hybrid_asl_model import (LandmarkEncoder, SequenceEncoder, SinusoidalPositionalEncoding,  # noqa: F401
+                              TransformerBlock, build_classifier, masked_mean)
 
 MODALITIES = ("hybrid", "landmarks", "gemma")
 FUSION_TYPES = ("concat", "attention", "gated")
@@ -28,10 +30,9 @@ class SimpleHybridASLModel(nn.Module):
                             dropout=encoder_dropout, max_len=max_len, use_sinusoidal_pos=use_sinusoidal_pos,
                             drop_path=drop_path)
         if modality in ("hybrid", "landmarks"):
-            self.landmark_standardizer = ChannelStandardizer(landmark_dim)
             self.landmark_encoder = LandmarkEncoder(input_dim=landmark_dim, **encoder_args)
         if modality in ("hybrid", "gemma"):
-            self.visual_encoder = SequenceEncoder(input_dim=gemma_feature_dim, **encoder_args)
+            self.gemma_encoder = SequenceEncoder(input_dim=gemma_feature_dim, **encoder_args)
         if modality == "hybrid":
             if fusion_type == "concat":
                 self.fusion = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout))
@@ -39,10 +40,10 @@ class SimpleHybridASLModel(nn.Module):
                 # A per-dimension gate decides, clip by clip, how much to trust each stream.
                 self.gate = nn.Linear(2 * hidden_dim, hidden_dim)
             else:
-                # Landmark frame tokens attend over visual frame tokens (and back): attention between frames,
+                # Landmark frame tokens attend over Gemma frame tokens (and back): attention between frames,
                 # not a softmax over one pooled vector, which would be the identity.
-                self.landmark_to_visual = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
-                self.visual_to_landmark = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
+                self.landmark_to_gemma = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
+                self.gemma_to_landmark = TransformerBlock(hidden_dim, num_heads, encoder_dropout)
                 self.fusion = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout))
         self.dropout = nn.Dropout(dropout)
         self.classifier = build_classifier(hidden_dim, num_classes, dropout)
@@ -51,24 +52,22 @@ class SimpleHybridASLModel(nn.Module):
         x = landmarks if landmarks is not None else gemma_features
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        if self.modality != "gemma":
-            landmarks = self.landmark_standardizer(landmarks)
         if self.modality == "landmarks":
             pooled = self.landmark_encoder(landmarks, mask)
         elif self.modality == "gemma":
-            pooled = self.visual_encoder(gemma_features, mask)
+            pooled = self.gemma_encoder(gemma_features, mask)
         else:
             pooled = self.fuse(self.landmark_encoder.encode_frames(landmarks, mask),
-                               self.visual_encoder.encode_frames(gemma_features, mask), mask)
+                               self.gemma_encoder.encode_frames(gemma_features, mask), mask)
         return self.classifier(self.dropout(pooled))
 
-    def fuse(self, landmark_tokens, visual_tokens, mask):
+    def fuse(self, landmark_tokens, gemma_tokens, mask):
         if self.fusion_type == "attention":
-            landmark_tokens, visual_tokens = (
-                self.landmark_to_visual(landmark_tokens, mask, context=visual_tokens, context_mask=mask),
-                self.visual_to_landmark(visual_tokens, mask, context=landmark_tokens, context_mask=mask))
-        l, v = masked_mean(landmark_tokens, mask), masked_mean(visual_tokens, mask)
+            landmark_tokens, gemma_tokens = (
+                self.landmark_to_gemma(landmark_tokens, mask, context=gemma_tokens, context_mask=mask),
+                self.gemma_to_landmark(gemma_tokens, mask, context=landmark_tokens, context_mask=mask))
+        l, g = masked_mean(landmark_tokens, mask), masked_mean(gemma_tokens, mask)
         if self.fusion_type == "gated":
-            g = torch.sigmoid(self.gate(torch.cat([l, v], dim=-1)))
-            return g * l + (1 - g) * v
-        return self.fusion(torch.cat([l, v], dim=-1))
+            gate = torch.sigmoid(self.gate(torch.cat([l, g], dim=-1)))
+            return gate * l + (1 - gate) * g
+        return self.fusion(torch.cat([l, g], dim=-1))

@@ -8,42 +8,43 @@ Predict the gloss of a sign with a trained checkpoint: from a video, from pre-ex
     python predict.py --checkpoint best.pt --input_dir my_videos --output_csv predictions.csv
     python predict.py --checkpoint best.pt --input_dir data/wlasl/landmarks --gemma_dir data/wlasl/gemma_features
 
-From a video, landmarks (MediaPipe, extract_landmarks.py) and, for checkpoints with a visual stream, Gemma 3
-features (extract_gemma_features.py) are extracted with the settings recorded in the training data's
+From a video, landmarks (MediaPipe, as extract_landmarks.py does) and, for checkpoints with a Gemma stream, Gemma 3
+features (as extract_gemma_features.py does) are extracted with the settings recorded in the training data's
 extraction_metadata.json files (model, layer, frames per clip); extraction needs
-`pip install -r requirements-extract.txt`. Every input then goes through wlasl_data.load_clip and
-train_simple.model_inputs: the same sampling, masks and normalization as training and evaluate.py.
+`pip install -r requirements-extract.txt`. Every input then goes through hybrid_asl.clips.sample_clip and the
+checkpoint's landmark normalization: the same sampling, masks and normalization as training and evaluate.py.
 Prints the top-k glosses with probabilities; --output_csv writes one row per input.
 """
 import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import train_simple
-from evaluate import amp_context, load_trained_model, recorded_dir
-from video_io import METADATA_NAME, VIDEO_EXTENSIONS, VideoError, cv2_missing  # importable without OpenCV; reading needs it
-from safe_io import (DataError, atomic_write_text, check_output_path, int_range, not_a_regular_file, read_text,
-                     run_cli)
-from wlasl_data import LANDMARK_DIM, ClipError, load_clip
-
-INSTALL_HINT = "pip install -r requirements-extract.txt"
+from hybrid_asl.batches import clips_batch
+from hybrid_asl.checkpoint import load_trained
+from hybrid_asl.cli import HelpFormatter, int_range, resolve_device, run_cli
+from hybrid_asl.clips import LANDMARK_DIM, check_array, read_array, sample_clip
+from hybrid_asl.engine import amp_context, prepare_inputs
+from hybrid_asl.errors import INSTALL_HINT, ClipError, DataError
+from hybrid_asl.extraction import METADATA_NAME
+from hybrid_asl.files import atomic_write_text, check_output_path, csv_text, not_a_regular_file, read_text
+from hybrid_asl.run_folder import recorded_dir
+from hybrid_asl.video import VIDEO_EXTENSIONS, VideoError, cv2_missing  # importable without OpenCV
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by train_simple.py")
     g = p.add_argument_group("input (one of: --video, --landmarks/--gemma, --input_dir)")
     g.add_argument("--video", default=None, help="a video file (.mp4, .mov, ...): features are extracted from it")
     g.add_argument("--start_frame", type=int, default=1, help="with --video: first frame, 1-indexed at 25 fps (WLASL)")
     g.add_argument("--end_frame", type=int, default=-1, help="with --video: last frame at 25 fps, -1 = to the end")
     g.add_argument("--landmarks", default=None, help="pre-extracted (T, 162) landmarks .npy (extract_landmarks.py)")
-    g.add_argument("--gemma", default=None, help="(T, D) visual features .npy (extract_gemma_features.py)")
+    g.add_argument("--gemma", default=None, help="(T, D) Gemma features .npy (extract_gemma_features.py)")
     g.add_argument("--input_dir", default=None,
                    help="a folder of videos, or of {id}_landmarks.npy (and/or {id}_gemma.npy) files: one answer each")
     g.add_argument("--gemma_dir", default=None,
@@ -71,12 +72,12 @@ def read_metadata(folder):
 # ----------------------------------------------------------------------------------------------------------------
 # From a video to (gemma, landmarks) arrays, with the extraction code and the training data's settings
 
-def make_video_reader(args, cli, feature_dim, device):
+def make_video_reader(args, cli, gemma_dim, device):
     """A function video path -> (gemma (T, D) or None, landmarks (T, 162) or None) for this checkpoint's streams.
 
     Checks the extras first, so a missing package is one line before any work. The Gemma model is loaded once.
     """
-    from extract_landmarks import extract_video_landmarks, import_mediapipe, quiet_worker
+    from hybrid_asl.mediapipe_landmarks import extract_video_landmarks, import_mediapipe, quiet_worker
     if cv2_missing():
         raise DataError(f"OpenCV is not installed, so videos cannot be read: {INSTALL_HINT}")
     data_dir = Path(args.data_dir)
@@ -88,7 +89,7 @@ def make_video_reader(args, cli, feature_dim, device):
         landmark_meta = read_metadata(args.landmarks_dir or data_dir / "landmarks")
         landmark_frames = landmark_meta.get("settings", {}).get("num_frames")
     if args.modality in ("hybrid", "gemma"):
-        gemma = load_gemma_extractor(args, cli, feature_dim, device)
+        gemma = load_gemma_extractor(args, cli, gemma_dim, device)
 
     def read_video(path, start_frame=1, end_frame=-1):
         landmarks = features = None
@@ -101,7 +102,7 @@ def make_video_reader(args, cli, feature_dim, device):
     return read_video
 
 
-def load_gemma_extractor(args, cli, feature_dim, device):
+def load_gemma_extractor(args, cli, gemma_dim, device):
     """video path -> (T, D) float32 Gemma features, made as extract_gemma_features.py made the training features."""
     features_dir = Path(args.gemma_features_dir or Path(args.data_dir) / "gemma_features")
     meta = read_metadata(features_dir)
@@ -115,8 +116,8 @@ def load_gemma_extractor(args, cli, feature_dim, device):
     if layer is None:
         raise DataError(f"the training features came from {model_name!r} (layer {meta.get('layer')!r}), which "
                         "predict.py cannot re-create from a video; pass --gemma/--gemma_dir files made the same way")
-    from extract_gemma_features import frame_features, load_vision_model, preprocess, preprocessing
-    from video_io import read_clip_frames
+    from hybrid_asl.gemma_vision import frame_features, load_vision_model, preprocess, preprocessing
+    from hybrid_asl.video import read_clip_frames
     num_frames = int(meta.get("num_frames") or args.num_frames)
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16  # extraction's "auto"
@@ -127,9 +128,9 @@ def load_gemma_extractor(args, cli, feature_dim, device):
     except DataError as e:  # its hints name extract_gemma_features.py's flag
         raise DataError(str(e).replace("--model_name", "--gemma_model"))
     width = config.text_config.hidden_size if layer == "projector" else config.vision_config.hidden_size
-    if width != feature_dim:
+    if width != gemma_dim:
         raise DataError(f"{model_name} --gemma_layer {layer} gives {width}-wide features but {cli.checkpoint} was "
-                        f"trained on {feature_dim}-wide ones; use the model and layer of the training features")
+                        f"trained on {gemma_dim}-wide ones; use the model and layer of the training features")
     spec = preprocessing(model_dir, config)
 
     def features(path, start_frame, end_frame):
@@ -143,83 +144,58 @@ def load_gemma_extractor(args, cli, feature_dim, device):
 # ----------------------------------------------------------------------------------------------------------------
 # From arrays to probabilities, exactly as training reads a clip
 
-def sample_clip(gemma_source, landmarks_source, args, feature_dim, video=None):
-    """wlasl_data.load_clip on these inputs (.npy paths, or arrays extracted from `video`), so a clip is read exactly
-    as training reads it. load_clip wants {id}_gemma.npy / {id}_landmarks.npy names, so the inputs are linked into a
-    scratch folder under them; its messages get the user's own paths back.
+def read_clip(gemma_source, landmarks_source, args, gemma_dim, video=None):
+    """One input -> the clip training would have read: each stream from a .npy path (read_array) or from an array
+    extracted from `video` (check_array), then clips.sample_clip. Messages name the user's own files.
 
-    Returns (gemma (L, D) float16 or None, landmarks (L, 162) float32 or None); raises ClipError for a bad file.
+    Returns (gemma (L, D) float16 or None, landmarks (L, 162) float32 or None); raises ClipError for a bad input.
     """
-    with tempfile.TemporaryDirectory() as scratch:
-        inputs = {}  # stream -> (scratch path, what the user calls it, the source)
-        for stream, source in (("gemma", gemma_source), ("landmarks", landmarks_source)):
-            if source is None:
-                continue
-            target = os.path.join(scratch, f"clip_{stream}.npy")
-            if isinstance(source, np.ndarray):
-                np.save(target, source)
-                inputs[stream] = (target, f"the {stream} extracted from {video}", source)
-            elif os.path.isfile(source):
-                os.symlink(os.path.abspath(source), target)
-                inputs[stream] = (target, str(source), source)
-            else:
-                raise ClipError("missing", f"{source} not found")
+    arrays, names = {}, {}
+    for stream, source, width in (("gemma", gemma_source, gemma_dim), ("landmarks", landmarks_source, LANDMARK_DIM)):
+        if source is None:
+            arrays[stream] = names[stream] = None
+            continue
+        names[stream] = f"the {stream} extracted from {video}" if isinstance(source, np.ndarray) else str(source)
         try:
-            gemma, landmarks, nonfinite = load_clip("clip", scratch, scratch, args.modality, args.num_frames,
-                                                    feature_dim)
+            arrays[stream] = (check_array(source, names[stream], width) if isinstance(source, np.ndarray)
+                              else read_array(source, width))
         except ClipError as e:
-            raise clip_error_for_user(e, inputs, feature_dim) from None
+            raise explained(e, stream, source, gemma_dim) from None
+    gemma, landmarks, nonfinite = sample_clip(arrays["gemma"], arrays["landmarks"], args.num_frames, names["gemma"],
+                                              names["landmarks"])
     if nonfinite:  # zeroed as training does; said once, since a tracker that writes NaN should be fixed
-        _, name, source = inputs["landmarks"]
-        bad = ~np.isfinite(source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r", allow_pickle=False))
-        print(f"warning: {name}: {int(bad.sum())} NaN/inf landmark values in {int(bad.any(axis=1).sum())} of "
-              f"{len(bad)} frames set to 0 (not detected), as training does", file=sys.stderr)
+        bad = ~np.isfinite(arrays["landmarks"])
+        print(f"warning: {names['landmarks']}: {int(bad.sum())} NaN/inf landmark values in "
+              f"{int(bad.any(axis=1).sum())} of {len(bad)} frames set to 0 (not detected), as training does",
+              file=sys.stderr)
     return gemma, landmarks
 
 
-def clip_error_for_user(error, inputs, feature_dim):
-    """load_clip's ClipError with the user's paths instead of the scratch ones, and a hint of what to do.
-    `swapped` is set when the widths say the landmarks and the visual features were given the other way round."""
-    text, failed = str(error), None
-    for stream, (target, name, _) in inputs.items():
-        if target in text:
-            text, failed = text.replace(target, name), stream
-    width = None
-    if error.reason == "bad_shape" and failed is not None:
-        source = inputs[failed][2]
+def explained(error, stream, source, gemma_dim):
+    """A ClipError with a hint of what to do; `swapped` is set when the widths say the landmarks and the Gemma
+    features were given the other way round."""
+    text, width = str(error), None
+    if error.reason == "bad_shape":
         try:
-            width = (source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r", allow_pickle=False)).shape[-1]
+            width = (source if isinstance(source, np.ndarray)
+                     else np.load(source, mmap_mode="r", allow_pickle=False)).shape[-1]
         except Exception:
             pass
-    swapped = feature_dim != LANDMARK_DIM and (failed, width) in (("gemma", LANDMARK_DIM), ("landmarks", feature_dim))
-    if error.reason in ("unreadable", "empty") and failed is not None:
-        tool = "extract_gemma_features.py" if failed == "gemma" else "extract_landmarks.py"
+    swapped = gemma_dim != LANDMARK_DIM and (stream, width) in (("gemma", LANDMARK_DIM), ("landmarks", gemma_dim))
+    if error.reason in ("unreadable", "empty"):
+        tool = "extract_gemma_features.py" if stream == "gemma" else "extract_landmarks.py"
         text += f"; re-create it with {tool}"
     out = ClipError(error.reason, text)
     out.swapped = swapped
     return out
 
 
-def predict_clips(model, args, clips, device):
-    """Clips [(gemma or None, landmarks or None)] from sample_clip -> probabilities (N, C), one batch at a time."""
+def predict_clips(model, prepare, args, clips, device):
+    """Clips [(gemma or None, landmarks or None)] from read_clip -> probabilities (N, C), one batch at a time."""
     probs = []
     for start in range(0, len(clips), args.batch_size):
-        chunk = clips[start:start + args.batch_size]
-        lengths = torch.tensor([len(g if g is not None else l) for g, l in chunk])
-        mask = torch.arange(args.num_frames)[None, :] < lengths[:, None]
-
-        def stack(rows, dtype):  # zero padding after the real frames, as the packed splits hold them
-            if rows[0] is None:
-                return None
-            out = torch.zeros(len(rows), args.num_frames, rows[0].shape[1], dtype=dtype)
-            for i, row in enumerate(rows):
-                out[i, :len(row)] = torch.from_numpy(np.asarray(row))
-            return out.to(device)
-
-        batch = (stack([g for g, _ in chunk], torch.float16), stack([l for _, l in chunk], torch.float32),
-                 mask.to(device), torch.zeros(len(chunk), dtype=torch.int64, device=device),
-                 torch.ones(len(chunk), device=device))
-        gemma, landmarks, mask = train_simple.model_inputs(batch, args)
+        batch = clips_batch(clips[start:start + args.batch_size], args.num_frames, device)
+        gemma, landmarks, mask = prepare_inputs(batch, prepare)
         with torch.no_grad(), amp_context(device):
             probs.append(torch.softmax(model(gemma, landmarks, mask).float(), dim=1).cpu())
     return torch.cat(probs).numpy()
@@ -250,7 +226,7 @@ def dir_inputs(cli, args):
     if ids:
         gemma_dir = Path(cli.gemma_dir or folder)
         if args.modality == "hybrid" and not any(gemma_dir.glob("*_gemma.npy")):
-            raise DataError(f"{cli.checkpoint} (modality hybrid) also needs visual features: no *_gemma.npy in "
+            raise DataError(f"{cli.checkpoint} (modality hybrid) also needs Gemma features: no *_gemma.npy in "
                             f"{gemma_dir}; pass --gemma_dir (extract_gemma_features.py writes them)")
         return [(i, "npy", gemma_dir / f"{i}_gemma.npy" if args.modality != "landmarks" else None,
                  folder / f"{i}_landmarks.npy" if args.modality != "gemma" else None) for i in ids]
@@ -272,7 +248,7 @@ def single_input(cli, args):
         raise DataError(f"{cli.checkpoint} (modality {args.modality}) needs landmarks: pass --landmarks "
                         "x_landmarks.npy (extract_landmarks.py), or --video")
     if needs_gemma and not cli.gemma:
-        raise DataError(f"{cli.checkpoint} (modality {args.modality}) also needs visual features: pass --gemma "
+        raise DataError(f"{cli.checkpoint} (modality {args.modality}) also needs Gemma features: pass --gemma "
                         "x_gemma.npy (extract_gemma_features.py), or --video to extract both")
     for flag, path, used in (("--landmarks", cli.landmarks, needs_landmarks), ("--gemma", cli.gemma, needs_gemma)):
         if path and not used:
@@ -283,28 +259,28 @@ def single_input(cli, args):
     return landmarks or gemma, "npy", gemma, landmarks
 
 
-def explain(error, args, feature_dim, checkpoint_path, batch_mode):
+def explain(error, args, gemma_dim, checkpoint_path, batch_mode):
     """A bad input file -> one line; a width mismatch also says what the checkpoint was trained on (or, when the
     widths are each other's, that the two files look swapped)."""
     text = str(error)
     if getattr(error, "swapped", False):
-        return text + ("; is it the other stream's file (landmarks and visual features mixed up)?" if batch_mode
+        return text + ("; is it the other stream's file (landmarks and Gemma features mixed up)?" if batch_mode
                        else "; are --landmarks and --gemma swapped?")
     if error.reason == "bad_shape" and "features per frame" in text:
         streams = ([f"{LANDMARK_DIM}-wide landmarks"] if args.modality != "gemma" else []) + \
-                  ([f"{feature_dim}-wide visual features"] if args.modality != "landmarks" else [])
+                  ([f"{gemma_dim}-wide Gemma features"] if args.modality != "landmarks" else [])
         text += f" (the feature dimension does not match {checkpoint_path}: trained on {' and '.join(streams)})"
     return text
 
 
-def prepare_input(kind, gemma_source, landmark_source, read_video, window, args, feature_dim, name):
+def prepare_input(kind, gemma_source, landmark_source, read_video, window, args, gemma_dim, name):
     """One input -> the sampled clip training would have read: extract from a video first, if it is one."""
     if kind == "video":
         gemma_source, landmark_source = read_video(gemma_source, *window)
         if landmark_source is not None and hands_seen(landmark_source) == 0:
             print(f"warning: {name}: no hand detected in any of its {len(landmark_source)} frames; "
                   "the prediction is a guess")
-    return sample_clip(gemma_source, landmark_source, args, feature_dim, video=name)
+    return read_clip(gemma_source, landmark_source, args, gemma_dim, video=name)
 
 
 def main(argv=None):
@@ -322,17 +298,17 @@ def main(argv=None):
     given_inputs = [("--checkpoint", cli.checkpoint), ("--video", cli.video), ("--landmarks", cli.landmarks),
                     ("--gemma", cli.gemma)]
     check_output_path(cli.output_csv, "--output_csv", given_inputs)
-    device = train_simple.resolve_device(parser, cli.device)
-    model, args, checkpoint = load_trained_model(cli.checkpoint, device)
+    device = resolve_device(parser, cli.device)
+    model, prepare, args, checkpoint = load_trained(cli.checkpoint, device)
     # the extraction metadata next to the training data says how to turn a video into what the model saw
     for key in ("data_dir", "landmarks_dir", "gemma_features_dir"):
         setattr(args, key, recorded_dir(cli.checkpoint, args, getattr(args, key)))
-    label_mapping, feature_dim = checkpoint["label_mapping"], checkpoint["feature_dim"]
+    label_mapping, gemma_dim = checkpoint["label_mapping"], checkpoint["gemma_dim"]
     inputs = dir_inputs(cli, args) if cli.input_dir else [single_input(cli, args)]
     batch_mode = cli.input_dir is not None
     check_output_path(cli.output_csv, "--output_csv",
                       [("--input_dir", path) for _, _, g, l in inputs for path in (g, l) if path is not None])
-    read_video = make_video_reader(args, cli, feature_dim, device) if any(k == "video" for _, k, _, _ in inputs) \
+    read_video = make_video_reader(args, cli, gemma_dim, device) if any(k == "video" for _, k, _, _ in inputs) \
         else None
 
     # ---- every input -> the sampled clip that training would have read ---------------------------------------
@@ -341,10 +317,10 @@ def main(argv=None):
     for name, kind, gemma_source, landmark_source in inputs:
         try:
             results.append((prepare_input(kind, gemma_source, landmark_source, read_video, window, args,
-                                          feature_dim, name), ""))
+                                          gemma_dim, name), ""))
             continue
         except ClipError as e:
-            reason = explain(e, args, feature_dim, cli.checkpoint, batch_mode)
+            reason = explain(e, args, gemma_dim, cli.checkpoint, batch_mode)
         except (VideoError, ValueError) as e:
             reason = str(e)
         except DataError:
@@ -357,7 +333,7 @@ def main(argv=None):
             raise DataError(reason)
         results.append((None, reason))
     kept = [clip for clip, _ in results if clip is not None]
-    probs = iter(predict_clips(model, args, kept, device) if kept else [])
+    probs = iter(predict_clips(model, prepare, args, kept, device) if kept else [])
 
     # ---- report: one row per input, in input order -----------------------------------------------------------
     k = min(cli.top_k, len(label_mapping))
@@ -392,7 +368,7 @@ def main(argv=None):
         print(f"predicted {predicted} of {len(inputs)} inputs" + (f"; {failed} skipped" if failed else ""))
     if cli.output_csv:
         fields = ["input", "frames"] + [f"{key}_{r}" for r in range(1, k + 1) for key in ("gloss", "wlasl_id", "prob")]
-        atomic_write_text(cli.output_csv, train_simple.csv_text(rows, fields + ["error"]))
+        atomic_write_text(cli.output_csv, csv_text(rows, fields + ["error"]))
         print(f"wrote {cli.output_csv}")
     return 0 if predicted else 1
 

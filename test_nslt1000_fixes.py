@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import math
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -24,13 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import train_simple
+from hybrid_asl.clips import LANDMARK_DIM
+from hybrid_asl.errors import DataError
+from hybrid_asl.packing import pack_split
+from hybrid_asl.recipe import compute_class_weights, get_cosine_schedule_with_warmup, verify_feature_dimensions
+from hybrid_asl.splits import SPLIT_HINT, SUBSETS, data_paths, load_split
 from hybrid_asl_model import LandmarkEncoder, SinusoidalPositionalEncoding as FullModelPE
 from hybrid_asl_model_simple import SimpleHybridASLModel, SinusoidalPositionalEncoding
-from wlasl_data import LANDMARK_DIM, SPLIT_HINT, SUBSETS, DataError, load_split, pack_split
+
+ROOT = Path(__file__).resolve().parent
 
 
-def make_wlasl_layout(root, num_classes=4, clips_per_class=(8, 3, 3), feature_dim=32, seed=0, class_ids=None):
+def make_wlasl_layout(root, num_classes=4, clips_per_class=(8, 3, 3), gemma_dim=32, seed=0, class_ids=None):
     """Writes a small dataset in the WLASL layout with a class-dependent signal in both streams.
 
     Returns (data_dir, split file name). Class ids are spread out (non-contiguous), like real WLASL ids.
@@ -43,7 +49,7 @@ def make_wlasl_layout(root, num_classes=4, clips_per_class=(8, 3, 3), feature_di
     split, n = {}, 0
     for c, class_id in enumerate(class_ids):
         direction = rng.standard_normal(2)
-        prototype = rng.standard_normal(feature_dim)
+        prototype = rng.standard_normal(gemma_dim)
         for subset, count in zip(SUBSETS, clips_per_class):
             for _ in range(count):
                 video_id = f"{10000 + n:05d}"
@@ -53,7 +59,7 @@ def make_wlasl_layout(root, num_classes=4, clips_per_class=(8, 3, 3), feature_di
                 landmarks = 0.5 + 0.02 * rng.standard_normal((frames, LANDMARK_DIM))
                 landmarks[:, 0:126:3] += 0.2 * t * direction[0]  # both hands move in a class-specific direction
                 landmarks[:, 1:126:3] += 0.2 * t * direction[1]
-                features = prototype + 0.8 * rng.standard_normal((16, feature_dim))
+                features = prototype + 0.8 * rng.standard_normal((16, gemma_dim))
                 np.save(root / "landmarks" / f"{video_id}_landmarks.npy", landmarks.astype(np.float32))
                 np.save(root / "gemma_features" / f"{video_id}_gemma.npy", features.astype(np.float32))
                 split[video_id] = {"subset": subset, "action": [class_id, 1, frames]}
@@ -67,16 +73,16 @@ def make_wlasl_layout(root, num_classes=4, clips_per_class=(8, 3, 3), feature_di
 
 def test_class_weights():
     labels = np.array([0] * 50 + [1] * 10 + [2] * 5)  # class 3 has no sample at all
-    weights = train_simple.compute_class_weights(labels, num_classes=4)
+    weights = compute_class_weights(labels, num_classes=4)
     assert weights.dtype == torch.float32 and weights.shape == (4,)
     assert torch.isfinite(weights).all(), "a class with no sample must still get a finite weight"
     assert weights[0] < weights[1] < weights[2] <= weights[3], "rarer classes must weigh more"
     assert weights.min() >= 0.1 and weights.max() <= 10.0, "weights are clipped to [0.1, 10]"
-    common = train_simple.compute_class_weights(np.array([0] * 100000 + [1]), num_classes=2)
+    common = compute_class_weights(np.array([0] * 100000 + [1]), num_classes=2)
     assert math.isclose(common[0].item(), 0.1, rel_tol=1e-6), "a very common class is clipped up to 0.1"
-    rare = train_simple.compute_class_weights(np.repeat(np.arange(19), 1000), num_classes=20)
+    rare = compute_class_weights(np.repeat(np.arange(19), 1000), num_classes=20)
     assert math.isclose(rare[19].item(), 10.0, rel_tol=1e-6), "an unseen class among common ones is clipped to 10"
-    balanced = train_simple.compute_class_weights(np.repeat(np.arange(5), 7), num_classes=5)
+    balanced = compute_class_weights(np.repeat(np.arange(5), 7), num_classes=5)
     assert torch.allclose(balanced, torch.ones(5)), "a balanced split gives weight 1 to every class"
 
 
@@ -88,19 +94,19 @@ def test_feature_dimension_verification():
         np.save(tmp / "99999_gemma.npy", np.zeros((16, 2560), np.float32))  # one file from another extractor
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            detected = train_simple.verify_feature_dimensions(tmp, expected_dim=2560)
+            detected = verify_feature_dimensions(tmp, expected_dim=2560)
         assert detected == 1152, f"expected the majority width 1152, got {detected}"
         assert "mismatch" in log.getvalue(), "a mismatch must be reported"
         assert "99999_gemma.npy" in log.getvalue(), "the file that disagrees must be named"
         with contextlib.redirect_stdout(io.StringIO()) as quiet:
-            assert train_simple.verify_feature_dimensions(tmp, expected_dim=1152) == 1152
+            assert verify_feature_dimensions(tmp, expected_dim=1152) == 1152
         assert "mismatch" not in quiet.getvalue()
 
 
 def test_warmup_schedule():
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=1.0)
-    scheduler = train_simple.get_cosine_schedule_with_warmup(optimizer, warmup_epochs=2, total_epochs=10,
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_epochs=2, total_epochs=10,
                                                              steps_per_epoch=5)
     lrs = []
     for _ in range(50):
@@ -155,16 +161,15 @@ def test_model_capacity():
 
 
 def test_integration():
-    """Real optimisation through train_simple.main on generated WLASL-layout data: the training loss falls."""
+    """Real optimisation through `python train_simple.py` on generated WLASL-layout data: the training loss falls."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir, subset = make_wlasl_layout(Path(tmp) / "data")
         out = Path(tmp) / "run"
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = train_simple.main(["--data_dir", str(data_dir), "--subset", subset, "--epochs", "8",
-                                      "--hidden_dim", "32", "--num_heads", "4", "--batch_size", "8",
-                                      "--lr", "3e-3", "--warmup_epochs", "1", "--dropout", "0.1",
-                                      "--use_class_weights", "--output_dir", str(out), "--device", "cpu"])
-        assert code == 0
+        run = subprocess.run([sys.executable, str(ROOT / "train_simple.py"), "--data_dir", str(data_dir), "--subset",
+                              subset, "--epochs", "8", "--hidden_dim", "32", "--num_heads", "4", "--batch_size", "8",
+                              "--lr", "3e-3", "--warmup_epochs", "1", "--dropout", "0.1", "--use_class_weights",
+                              "--output_dir", str(out), "--device", "cpu"], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
         rows = (out / "summary.csv").read_text().splitlines()[1:]
         losses = [float(row.split(",")[1]) for row in rows]
         assert len(losses) == 8 and losses[-1] < 0.8 * losses[0], f"training loss did not fall: {losses}"
@@ -180,23 +185,23 @@ def check_user_data(data_dir, subset, modality="hybrid", num_frames=16):
     what would stop a run. Absent files are normal (users have part of WLASL); unusable ones deserve a look."""
     flags = argparse.Namespace(data_dir=data_dir, subset=subset, gemma_features_dir=None, landmarks_dir=None,
                                cache_dir=None, no_cache=True)
-    data_dir, split_path, gemma_dir, landmarks_dir, _ = train_simple.data_paths(flags)  # as training finds them
+    data_dir, split_path, gemma_dir, landmarks_dir, _ = data_paths(flags)  # as training finds them
     clips = load_split(split_path, hint=SPLIT_HINT)
     lines = [f"{split_path}: {len(clips)} clips, {len({c.class_id for c in clips.values()})} classes"]
     for folder, stream in ((gemma_dir, "gemma"), (landmarks_dir, "landmarks")):
         if modality in ("hybrid", stream) and not folder.is_dir():
             raise DataError(f"{folder} not found: extract the {stream} files first (README 'Preparing WLASL'), "
                             f"or check with --modality {'landmarks' if stream == 'gemma' else 'gemma'}")
-    feature_dim = None
+    gemma_dim = None
     if modality != "landmarks":
         with contextlib.redirect_stdout(io.StringIO()) as log:
-            feature_dim = train_simple.verify_feature_dimensions(gemma_dir, None)
-        lines += [f"visual features: {feature_dim}-wide"] + log.getvalue().splitlines()
+            gemma_dim = verify_feature_dimensions(gemma_dir, None)
+        lines += [f"Gemma features: {gemma_dim}-wide"] + log.getvalue().splitlines()
     label_of = {c: i for i, c in enumerate(sorted({c.class_id for c in clips.values()}))}
     unusable = 0
     for name in SUBSETS:
         chosen = [c for c in clips.values() if c.subset == name]
-        split = pack_split(name, chosen, label_of, gemma_dir, landmarks_dir, modality, num_frames, feature_dim,
+        split = pack_split(name, chosen, label_of, gemma_dir, landmarks_dir, modality, num_frames, gemma_dim,
                            show_progress=False)
         lines.append(split.report())
         unusable += sum(n for reason, n in split.skipped.items() if reason != "missing")

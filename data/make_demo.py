@@ -264,7 +264,7 @@ def make_clip(rng, c, signer, lefty):
 
 
 def make_gemma(rng, c, signer_id, prototypes, appearance):
-    """-> (16, 64) float32 fake per-frame visual features: weak class signal, strong signer/clip nuisance."""
+    """-> (16, 64) float32 fake per-frame Gemma features: weak class signal, strong signer/clip nuisance."""
     clip = 0.45 * prototypes[c] + appearance[signer_id] + 0.8 * rng.normal(0, 1, GEMMA_DIM)
     drift = np.cumsum(rng.normal(0, 0.25, (GEMMA_FRAMES, GEMMA_DIM)), 0)
     feats = clip + drift + rng.normal(0, 0.5, (GEMMA_FRAMES, GEMMA_DIM))

@@ -1,16 +1,13 @@
 """Behaviour of the batched training augmentation.  python -m pytest tests/test_augment.py -q"""
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from augment import (AUGMENT_PRESETS, PROB_KEYS, add_augment_args, augment_batch,  # noqa: E402
-                     augment_config_from_args)
-from landmark_features import clip_centre_scale, make_landmark_features  # noqa: E402
+from hybrid_asl.augment import AUGMENT_PRESETS, PROB_KEYS, add_augment_args, augment_batch, augment_config_from_args
+from hybrid_asl.landmarks import clip_centre_scale, make_landmark_features
 
 LANDMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "landmarks"
 
@@ -188,7 +185,7 @@ def test_frame_masking_same_frames_both_streams_mask_kept():
     assert (((lm3 != 0).any(-1) & m).sum(1) >= 1).all()               # short clips keep at least one frame
 
 
-def test_visual_noise_and_dropout_real_frames_only_and_none_gemma():
+def test_gemma_noise_and_dropout_real_frames_only_and_none_gemma():
     g, lm, m = batch(D=64)
     g2, lm2, m2 = augment_batch(g, lm, m, only(gemma_noise_p=1.0), torch.Generator().manual_seed(0))
     assert torch.equal(lm2, lm) and torch.equal(m2, m)
@@ -210,14 +207,14 @@ def test_args_presets_and_overrides():
     add_augment_args(p)
     group = next(gr for gr in p._action_groups if gr.title == "augmentation")
     flags = {a.dest for a in group._group_actions}
-    assert {"augment", "no_landmark_norm"} | {f"aug_{k}" for k in PROB_KEYS} <= flags
+    assert {"augment"} | {f"aug_{k}" for k in PROB_KEYS} == flags  # normalization is not augmentation
     assert all(a.help for a in group._group_actions)
     a = p.parse_args([])
-    assert a.augment == "light" and not a.no_landmark_norm
+    assert a.augment == "light"
     assert augment_config_from_args(a) == AUGMENT_PRESETS["light"]
-    a = p.parse_args(["--augment", "strong", "--aug_mirror_p", "0.5", "--aug_rotate_p", "0", "--no_landmark_norm"])
+    a = p.parse_args(["--augment", "strong", "--aug_mirror_p", "0.5", "--aug_rotate_p", "0"])
     cfg = augment_config_from_args(a)
-    assert cfg["mirror_p"] == 0.5 and cfg["rotate_p"] == 0.0 and a.no_landmark_norm
+    assert cfg["mirror_p"] == 0.5 and cfg["rotate_p"] == 0.0
     assert cfg["speed_p"] == AUGMENT_PRESETS["strong"]["speed_p"]
     for bad in (["--aug_mirror_p", "1.5"], ["--aug_rotate_p", "x"], ["--augment", "huge"]):
         with pytest.raises(SystemExit) as e:

@@ -3,7 +3,7 @@ benchmark, not a test)."""
 import numpy as np
 import pytest
 
-import bench_real_landmarks as bench
+from benchmarks import bench_real_landmarks as bench
 
 
 def test_budget_split_gives_every_class_the_same_budget():

@@ -1,9 +1,9 @@
 """Core behaviour: the loader on real WLASL split files, masks, modalities, cache, resume and metrics."""
-import argparse
 import csv
 import json
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_simple
+from helpers import train_run, train_script
+from hybrid_asl.batches import Batch, BatchLoader
+from hybrid_asl.checkpoint import load_checkpoint, model_from_checkpoint
+from hybrid_asl.clips import uniform_indices
+from hybrid_asl.engine import EMA, make_train_step
+from hybrid_asl.errors import DataError
+from hybrid_asl.landmarks import LandmarkPreprocessor, channel_statistics
+from hybrid_asl.packing import load_splits, pack_split
+from hybrid_asl.splits import build_label_mapping, load_glosses, load_split
 from hybrid_asl_model import FullHybridASLModel
 from hybrid_asl_model_simple import SimpleHybridASLModel
 from test_nslt1000_fixes import make_wlasl_layout
-from wlasl_data import (BatchLoader, DataError, build_label_mapping, load_glosses, load_split, load_splits,
-                        pack_split, uniform_indices)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WLASL = SHARED / "data" / "wlasl"
@@ -25,7 +31,7 @@ TINY = ["--hidden_dim", "32", "--num_heads", "4", "--batch_size", "8", "--device
 
 
 def run_cli(*argv):
-    return train_simple.run([str(a) for a in argv])
+    return train_run(argv)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +106,8 @@ def test_uniform_sampling_and_padding(tmp_path):
     for row, vid in enumerate(split.video_ids):
         assert split.lengths[row] == lengths[vid]
         assert np.all(split.landmarks[row, lengths[vid]:] == 0), "padding frames are zeros"
-    gemma, landmarks, mask, labels, weight = next(BatchLoader(split, 4, "cpu").batches())
-    assert gemma is None and mask.sum(1).tolist() == split.lengths.tolist()
+    batch = next(BatchLoader(split, 4, "cpu").batches())
+    assert isinstance(batch, Batch) and batch.gemma is None and batch.mask.sum(1).tolist() == split.lengths.tolist()
 
 
 @pytest.mark.parametrize("model", [
@@ -125,17 +131,17 @@ def test_padding_does_not_change_logits(model):
 
 
 def test_attention_fusion_really_attends_across_frames():
-    """Changing one visual frame changes the fused landmark tokens (not a softmax over one pooled vector)."""
+    """Changing one Gemma frame changes the fused landmark tokens (not a softmax over one pooled vector)."""
     model = SimpleHybridASLModel(5, gemma_feature_dim=24, hidden_dim=32, num_heads=4, fusion_type="attention")
     model.eval()
     mask = torch.ones(1, 8, dtype=torch.bool)
-    landmark_tokens, visual = torch.randn(1, 8, 32), torch.randn(1, 8, 32)
-    changed = visual.clone()
+    landmark_tokens, gemma = torch.randn(1, 8, 32), torch.randn(1, 8, 32)
+    changed = gemma.clone()
     changed[0, 3] += 5
     with torch.no_grad():
-        a = model.landmark_to_visual(landmark_tokens, mask, context=visual, context_mask=mask)
-        b = model.landmark_to_visual(landmark_tokens, mask, context=changed, context_mask=mask)
-    assert (a - b).abs().sum(-1).gt(1e-4).all(), "every landmark frame attends to the changed visual frame"
+        a = model.landmark_to_gemma(landmark_tokens, mask, context=gemma, context_mask=mask)
+        b = model.landmark_to_gemma(landmark_tokens, mask, context=changed, context_mask=mask)
+    assert (a - b).abs().sum(-1).gt(1e-4).all(), "every landmark frame attends to the changed gemma frame"
 
 
 def test_cache_is_reused_and_rebuilt_when_a_file_changes(data, tmp_path):
@@ -195,51 +201,39 @@ def test_weighted_smoothed_loss_matches_pytorch_mean():
 # ---------------------------------------------------------------------------------------------------------------
 # The command line: modalities, outputs, resume
 
-def test_landmark_only_needs_no_feature_files(data, tmp_path):
+@pytest.mark.parametrize("modality, folder", [("landmarks", "landmarks"), ("gemma", "gemma_features")])
+def test_one_stream_needs_only_its_own_files(data, tmp_path, modality, folder):
     data_dir, subset = data
-    landmarks_only = tmp_path / "lm"
-    shutil.copytree(data_dir / "landmarks", landmarks_only / "landmarks")
-    shutil.copy(data_dir / subset, landmarks_only / subset)
-    assert run_cli("--data_dir", landmarks_only, "--subset", subset, "--modality", "landmarks", "--epochs", "1",
+    one_stream = tmp_path / "data"
+    shutil.copytree(data_dir / folder, one_stream / folder)
+    shutil.copy(data_dir / subset, one_stream / subset)
+    assert run_cli("--data_dir", one_stream, "--subset", subset, "--modality", modality, "--epochs", "1",
                    "--output_dir", tmp_path / "run", *TINY) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["n"] == 12
 
 
 def test_landmark_channels_are_standardized_with_training_statistics(data, tmp_path):
-    """The checkpoint carries the training split's channel mean/std (normalized channels only); older checkpoints
-    without them load as identity; --no_landmark_standardize and --no_landmark_norm leave the input as it is."""
-    from landmark_features import channel_statistics
+    """The checkpoint carries the training split's channel mean/std beside the model (normalized channels only);
+    --no_landmark_standardize and --no_landmark_norm leave the input as it is."""
     data_dir, subset = data
     common = ["--data_dir", data_dir, "--subset", subset, "--epochs", "1", *TINY]
     assert run_cli(*common, "--output_dir", tmp_path / "std") == 0
-    checkpoint = train_simple.load_checkpoint(tmp_path / "std" / "best.pt")
-    args = argparse.Namespace(**checkpoint["args"])
+    checkpoint = load_checkpoint(tmp_path / "std" / "best.pt")
     label_of = {e["wlasl_id"]: e["index"] for e in checkpoint["label_mapping"]}
     train = load_splits(load_split(data_dir / subset), label_of, data_dir / "gemma_features", data_dir / "landmarks",
-                        "hybrid", args.num_frames, checkpoint["feature_dim"], cache_dir=None)["train"]
+                        "hybrid", checkpoint["args"]["num_frames"], checkpoint["gemma_dim"], cache_dir=None)["train"]
     mean, std = channel_statistics(train.landmarks, train.lengths)
-    assert torch.allclose(checkpoint["model"]["landmark_standardizer.mean"], mean)
-    assert torch.allclose(checkpoint["model"]["landmark_standardizer.std"], std)
-    # a checkpoint from before the standardizer: loads, and the standardizer is the identity
-    old = {k: v for k, v in checkpoint["model"].items() if not k.startswith("landmark_standardizer.")}
-    model = train_simple.build_model(args, checkpoint["num_classes"], checkpoint["feature_dim"])
-    model.load_state_dict(old)
-    assert (model.landmark_standardizer.mean == 0).all() and (model.landmark_standardizer.std == 1).all()
-    for flag in ("--no_landmark_standardize", "--no_landmark_norm"):
+    state = checkpoint["landmark_normalization"]
+    assert state["normalize"] and torch.allclose(state["mean"], mean) and torch.allclose(state["std"], std)
+    assert not any("standardizer" in k for k in checkpoint["model"]), "statistics live beside the model, not in it"
+    _, prepare = model_from_checkpoint(checkpoint, "best.pt", torch.device("cpu"))
+    raw, mask = torch.rand(2, 5, 162), torch.ones(2, 5, dtype=torch.bool)
+    assert torch.allclose(prepare(raw, mask), (LandmarkPreprocessor(True)(raw, mask) - mean) / std)
+    for flag, normalize in (("--no_landmark_standardize", True), ("--no_landmark_norm", False)):
         out = tmp_path / flag.strip("-")
         assert run_cli(*common, flag, "--output_dir", out) == 0
-        state = train_simple.load_checkpoint(out / "best.pt")["model"]
-        assert (state["landmark_standardizer.mean"] == 0).all() and (state["landmark_standardizer.std"] == 1).all()
-
-
-def test_visual_only_needs_no_landmark_files(data, tmp_path):
-    data_dir, subset = data
-    gemma_only = tmp_path / "g"
-    shutil.copytree(data_dir / "gemma_features", gemma_only / "gemma_features")
-    shutil.copy(data_dir / subset, gemma_only / subset)
-    assert run_cli("--data_dir", gemma_only, "--subset", subset, "--modality", "gemma", "--epochs", "1",
-                   "--output_dir", tmp_path / "run", *TINY) == 0
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["n"] == 12
+        state = load_checkpoint(out / "best.pt")["landmark_normalization"]
+        assert state == {"normalize": normalize, "mean": None, "std": None}
 
 
 def test_outputs_and_metrics_schema(data, tmp_path):
@@ -267,18 +261,19 @@ def test_resume_finishes_like_an_uninterrupted_run(data, tmp_path, monkeypatch, 
     data_dir, subset = data
     common = ["--data_dir", data_dir, "--subset", subset, *TINY, "--seed", "7", "--epochs", "4"]
     assert run_cli(*common, "--output_dir", tmp_path / "full") == 0
-    real_write_summary, calls = train_simple.write_summary, []
+    script = train_script()["train"].__globals__  # the script's namespace: patch what it calls
+    real_write_summary, calls = script["write_summary"], []
 
     def interrupt_after_two_epochs(path, history):
         real_write_summary(path, history)
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-    monkeypatch.setattr(train_simple, "write_summary", interrupt_after_two_epochs)
+    monkeypatch.setitem(script, "write_summary", interrupt_after_two_epochs)
     assert run_cli(*common, "--output_dir", tmp_path / "part") == 130
     assert f"python train_simple.py --resume {tmp_path / 'part' / 'last.pt'}" in capsys.readouterr().out
     assert not (tmp_path / "part" / "metrics.json").exists()
-    monkeypatch.setattr(train_simple, "write_summary", real_write_summary)
+    monkeypatch.setitem(script, "write_summary", real_write_summary)
     assert run_cli("--resume", tmp_path / "part" / "last.pt") == 0
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     resumed = json.loads((tmp_path / "part" / "metrics.json").read_text())
@@ -344,21 +339,19 @@ def test_tensorboard_logs_epochs_and_lr_per_step(data, tmp_path):
 def test_ema_warms_up_and_resumes(data, tmp_path):
     """The EMA decay warms up as (1+n)/(10+n): the first update moves the average 90 % of the way to the
     weights (a fixed 0.999 would move it 0.1 %). Its update count is saved for --resume."""
-    import copy
+    from types import SimpleNamespace
     model = SimpleHybridASLModel(3, gemma_feature_dim=8, hidden_dim=16, num_heads=2, modality="landmarks")
-    ema_model = copy.deepcopy(model).requires_grad_(False)
-    ema = (ema_model, list(ema_model.parameters()), torch.zeros(()))
+    ema = EMA(model, decay=0.999)
     start = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.AdamW(model.parameters(), lr=torch.tensor(0.1), fused=True)
-    args = train_simple.build_parser().parse_args(["--augment", "none", "--no_landmark_norm"])
-    step = train_simple.make_train_step(model, optimizer, args, torch.ones(3), train_simple.nullcontext(), None,
-                                        torch.amp.GradScaler("cuda", enabled=False), ema, torch.zeros(()),
-                                        torch.zeros(()))
-    batch = (None, torch.rand(4, 6, 162), torch.ones(4, 6, dtype=torch.bool), torch.tensor([0, 1, 2, 0]),
-             torch.ones(4))
+    args = SimpleNamespace(label_smoothing=0.1, grad_clip=1.0)
+    step = make_train_step(model, LandmarkPreprocessor(False), optimizer, args, torch.ones(3), nullcontext(), None,
+                           torch.amp.GradScaler("cuda", enabled=False), ema, torch.zeros(()), torch.zeros(()))
+    batch = Batch(None, torch.rand(4, 6, 162), torch.ones(4, 6, dtype=torch.bool), torch.tensor([0, 1, 2, 0]),
+                  torch.ones(4))
     step(batch)
-    assert ema[2].item() == 1.0
-    for e, p, p0 in zip(ema[1], model.parameters(), start):
+    assert ema.updates.item() == 1.0
+    for e, p, p0 in zip(ema.params, model.parameters(), start):
         assert torch.allclose(e, p0 + 0.9 * (p.detach() - p0), atol=1e-6)
     data_dir, subset = data
     out = tmp_path / "run"
@@ -390,7 +383,7 @@ def test_preflight_checks_the_users_data(tmp_path, capsys):
     vid = next(iter(load_split(data_dir / subset)))
     (data_dir / "landmarks" / f"{vid}_landmarks.npy").unlink()
     lines, unusable = preflight.check_user_data(data_dir, subset)
-    assert "visual features: 32-wide" in lines and unusable == 0
+    assert "Gemma features: 32-wide" in lines and unusable == 0
     assert any(line.startswith("train: using 5 of 6 clips (skipped: 1 missing") for line in lines), lines
     vid2 = [v for v in load_split(data_dir / subset)][1]
     (data_dir / "landmarks" / f"{vid2}_landmarks.npy").write_bytes(b"not an array")

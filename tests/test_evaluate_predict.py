@@ -16,11 +16,15 @@ import pytest
 import torch
 
 import evaluate
-import plots
 import predict
-import train_simple
+from helpers import train_run
+from hybrid_asl import plots
+from hybrid_asl.batches import BatchLoader
+from hybrid_asl.checkpoint import load_trained
+from hybrid_asl.engine import amp_context, predict_logits
+from hybrid_asl.packing import load_splits
+from hybrid_asl.splits import load_split
 from test_nslt1000_fixes import make_wlasl_layout
-from wlasl_data import BatchLoader, load_split, load_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 WLASL_RAW = ROOT.parent / "shared" / "data" / "videos" / "wlasl_raw"
@@ -41,21 +45,20 @@ def trained(tmp_path_factory):
     runs = {}
     for modality in ("hybrid", "landmarks"):
         runs[modality] = root / modality
-        assert train_simple.run(["--data_dir", str(data_dir), "--subset", subset, "--modality", modality,
-                                 "--output_dir", str(runs[modality]), *TINY]) == 0
+        assert train_run(["--data_dir", data_dir, "--subset", subset, "--modality", modality,
+                          "--output_dir", runs[modality], *TINY]) == 0
     return data_dir, subset, runs
 
 
 def reference_logits(run_dir, split="test"):
     """Logits of every clip of a split as training's own evaluation computes them: {video_id: logits}."""
-    model, args, checkpoint = evaluate.load_trained_model(run_dir / "best.pt", torch.device("cpu"))
+    model, prepare, args, checkpoint = load_trained(run_dir / "best.pt", torch.device("cpu"))
     label_of = {m["wlasl_id"]: m["index"] for m in checkpoint["label_mapping"]}
     clips = load_split(Path(args.data_dir) / args.subset)
     packed = load_splits(clips, label_of, Path(args.data_dir) / "gemma_features", Path(args.data_dir) / "landmarks",
-                         args.modality, args.num_frames, checkpoint["feature_dim"], splits=(split,),
+                         args.modality, args.num_frames, checkpoint["gemma_dim"], splits=(split,),
                          show_progress=False)[split]
-    logits, _ = train_simple.predict_logits(model, BatchLoader(packed, 8, "cpu"), args, evaluate.amp_context(
-        torch.device("cpu")))
+    logits, _ = predict_logits(model, prepare, BatchLoader(packed, 8, "cpu"), amp_context(torch.device("cpu")))
     return dict(zip(packed.video_ids, logits)), checkpoint["label_mapping"]
 
 
@@ -167,12 +170,12 @@ def test_predict_errors_are_one_line(trained, tmp_path, capsys):
     landmarks = str(next((data_dir / "landmarks").glob("*_landmarks.npy")))
     hybrid = str(runs["hybrid"] / "best.pt")
     assert predict.run(["--checkpoint", hybrid, "--landmarks", landmarks]) == 2
-    assert "also needs visual features" in one_line_error(capsys)
+    assert "also needs Gemma features" in one_line_error(capsys)
     np.save(tmp_path / "narrow_gemma.npy", np.zeros((16, 7), np.float32))
     assert predict.run(["--checkpoint", hybrid, "--landmarks", landmarks, "--gemma",
                         str(tmp_path / "narrow_gemma.npy")]) == 2
     err = one_line_error(capsys)
-    assert "feature dimension does not match" in err and "32-wide visual features" in err
+    assert "feature dimension does not match" in err and "32-wide Gemma features" in err
     np.save(tmp_path / "wide_landmarks.npy", np.zeros((16, 170), np.float32))
     assert predict.run(["--checkpoint", str(runs["landmarks"] / "best.pt"), "--landmarks",
                         str(tmp_path / "wide_landmarks.npy")]) == 2
@@ -236,7 +239,7 @@ def test_training_curves_never_raise(trained, tmp_path, monkeypatch, capsys):
 
 
 def test_predict_video_extracts_gemma_features_as_the_extractor_did(tmp_path, monkeypatch, capsys):
-    """A visual-only checkpoint on features from a tiny random Gemma 3: --video re-extracts them with the model
+    """A Gemma-only checkpoint on features from a tiny random Gemma 3: --video re-extracts them with the model
     named in extraction_metadata.json and predicts exactly what the saved features give."""
     pytest.importorskip("cv2")
     transformers = pytest.importorskip("transformers")
@@ -261,8 +264,8 @@ def test_predict_video_extracts_gemma_features_as_the_extractor_did(tmp_path, mo
                                                  for v, (s, c) in split.items()}))
     extract_gemma_features.main(["--videos_dir", str(WLASL_RAW), "--data_dir", str(data), "--subset", "nslt_v.json",
                                  "--model_name", str(tmp_path / "tiny_gemma3"), "--device", "cpu", "--no_progress"])
-    assert train_simple.run(["--data_dir", str(data), "--subset", "nslt_v.json", "--modality", "gemma",
-                             "--output_dir", str(tmp_path / "run"), "--augment", "none", *TINY]) == 0
+    assert train_run(["--data_dir", data, "--subset", "nslt_v.json", "--modality", "gemma",
+                      "--output_dir", tmp_path / "run", "--augment", "none", *TINY]) == 0
     checkpoint = str(tmp_path / "run" / "best.pt")
     capsys.readouterr()
     assert predict.run(["--checkpoint", checkpoint, "--gemma", str(data / "gemma_features" / "00336_gemma.npy"),

@@ -26,8 +26,9 @@ pytest.importorskip("safetensors")
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may be downloaded
 
 import extract_gemma_features as eg  # noqa: E402
-from video_io import read_clip_frames  # noqa: E402
-from wlasl_data import DataError  # noqa: E402
+from hybrid_asl.errors import DataError  # noqa: E402
+from hybrid_asl.gemma_vision import preprocess, resolve_model_dir  # noqa: E402
+from hybrid_asl.video import read_clip_frames  # noqa: E402
 
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56,
               patch_size=14)
@@ -70,7 +71,7 @@ def split_file(tmp_path):
 def reference_features(model, frames, layer):
     """What transformers' own Gemma 3 computes for these frames (same pixel values), mean over image tokens."""
     spec = {"image_size": VISION["image_size"], "rescale_factor": 1 / 255, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
-    pixels = eg.preprocess(torch.from_numpy(frames), spec, torch.float32)
+    pixels = preprocess(torch.from_numpy(frames), spec, torch.float32)
     with torch.no_grad():
         if layer == "vision":
             return model.model.vision_tower(pixel_values=pixels).last_hidden_state.mean(1).numpy()
@@ -81,7 +82,7 @@ def test_preprocessing_matches_the_gemma3_image_processor():
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
     frames, _ = read_clip_frames(WLASL_RAW / "00336.mp4", num_frames=3)
     spec = {"image_size": 896, "rescale_factor": 1 / 255, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
-    ours = eg.preprocess(torch.from_numpy(frames), spec, torch.float32)
+    ours = preprocess(torch.from_numpy(frames), spec, torch.float32)
     theirs = Gemma3ImageProcessorPil(size={"height": 896, "width": 896})(images=list(frames), return_tensors="pt")
     theirs = theirs["pixel_values"]
     assert ours.shape == theirs.shape == (3, 3, 896, 896)
@@ -199,7 +200,7 @@ def test_real_split_with_few_videos_counts_missing_not_failed(tiny_model, tmp_pa
 @pytest.mark.parametrize("name", ["/nope/model", "./nope", "../nope/gemma", "~/nope-gemma-3", "models/nope/gemma"])
 def test_missing_local_model_folder_says_so_without_a_hub_hint(name):
     with pytest.raises(DataError) as e:
-        eg.resolve_model_dir(name)
+        resolve_model_dir(name)
     message = str(e.value)
     assert message.startswith(f"--model_name {name}: local folder does not exist")
     assert "config.json" in message and "safetensors" in message and "hf download" not in message
@@ -226,7 +227,7 @@ def test_missing_local_model_folder_cli_is_one_line(tmp_path):
 def test_model_folder_given_with_tilde_is_found(tiny_model, monkeypatch):
     folder, _ = tiny_model
     monkeypatch.setenv("HOME", str(folder.parent))
-    assert eg.resolve_model_dir(f"~/{folder.name}") == str(folder)
+    assert resolve_model_dir(f"~/{folder.name}") == str(folder)
 
 
 def test_missing_model_is_one_line_and_downloads_nothing(tmp_path):

@@ -26,9 +26,11 @@ POSES = VIDEOS / "pose_format_test"
 pytestmark = pytest.mark.skipif(not WLASL_RAW.is_dir(), reason="../shared/data/videos not present")
 cv2 = pytest.importorskip("cv2", reason="extras not installed: pip install -r requirements-extract.txt")
 
-import video_io  # noqa: E402
-from video_io import VideoError, clip_window, read_clip_frames, take_shard  # noqa: E402
-from wlasl_data import uniform_indices  # noqa: E402
+from hybrid_asl import extraction  # noqa: E402
+from hybrid_asl.clips import uniform_indices  # noqa: E402
+from hybrid_asl.extraction import take_shard  # noqa: E402
+from hybrid_asl.mediapipe_landmarks import pose_file_landmarks  # noqa: E402
+from hybrid_asl.video import VideoError, clip_window, read_clip_frames  # noqa: E402
 
 
 def parts_detected(a):
@@ -46,7 +48,7 @@ def make_videos_dir(tmp_path, names):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# video_io: windows, sampling, bad files (no mediapipe needed)
+# video reading: windows, sampling, bad files (no mediapipe needed)
 
 def test_clip_window_converts_25fps_frames_and_clamps():
     assert clip_window(25.0, 1, 58) == (0, 58)        # 1-indexed inclusive -> 0-indexed [start, end)
@@ -93,7 +95,7 @@ def test_shards_are_disjoint_complete_and_balanced():
     assert len(ids) == len(set(ids)) == 1001
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(ValueError):
-        video_io.parse_shard("4/4")
+        extraction.parse_shard("4/4")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,7 +222,7 @@ def test_pose_files_convert_to_162_layout(tmp_path):
     pytest.importorskip("pose_format")
     from pose_format import Pose
     for name, frames in (("mediapipe", 170), ("mediapipe_long", 278)):
-        got = extract_landmarks.pose_file_landmarks(str(POSES / f"{name}.pose"))
+        got = pose_file_landmarks(str(POSES / f"{name}.pose"))
         assert got.shape == (frames, 162) and got.dtype == np.float32
         pose = Pose.read((POSES / f"{name}.pose").read_bytes())
         data, mask = np.ma.getdata(pose.body.data)[:, 0], np.ma.getmaskarray(pose.body.data)[:, 0, :, 0]
@@ -235,10 +237,10 @@ def test_pose_files_convert_to_162_layout(tmp_path):
         assert (pose_pts[:, :6] != 0).any(-1).all() and not pose_pts[:, 6:].any()
         np.testing.assert_allclose(pose_pts[0, 0, :2], data[0, 0, :2] / 1250, rtol=1e-6)  # LEFT_SHOULDER
         assert 0 < got[:, 126:128].max() < 1.5
-    windowed = extract_landmarks.pose_file_landmarks(str(POSES / "mediapipe.pose"), 10, 50, num_frames=8)
+    windowed = pose_file_landmarks(str(POSES / "mediapipe.pose"), 10, 50, num_frames=8)
     assert windowed.shape == (8, 162)
     with pytest.raises(ValueError, match="not in MediaPipe Holistic layout"):
-        extract_landmarks.pose_file_landmarks(str(POSES / "openpose.pose"))
+        pose_file_landmarks(str(POSES / "openpose.pose"))
 
     # through the CLI: the OpenPose file is listed as failed with the reason, the others converted
     poses = tmp_path / "poses"

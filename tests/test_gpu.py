@@ -2,11 +2,15 @@
 Skipped without CUDA (CI has no GPU); run on a GPU machine with `python -m pytest tests/test_gpu.py`."""
 import csv
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-import train_simple
+import hybrid_asl.engine
+from helpers import train_main, train_run
+from hybrid_asl.engine import CudaGraphStep, make_eval_step, make_train_step
+from hybrid_asl.landmarks import LandmarkPreprocessor
 from test_nslt1000_fixes import make_wlasl_layout
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -30,15 +34,16 @@ def test_captured_steps_match_eager_steps():
     """Step by step, from the same weights: the replayed training step gives the eager losses, and a captured
     eval graph sees weight updates made after capture (no stale weights)."""
     from hybrid_asl_model_simple import SimpleHybridASLModel
-    from wlasl_data import BatchLoader, PackedSplit
+    from hybrid_asl.batches import BatchLoader
+    from hybrid_asl.packing import PackedSplit
     import numpy as np
     rng = np.random.default_rng(0)
     n, T = 64, 16
     split = PackedSplit("train", [str(i) for i in range(n)], rng.integers(0, 5, n), rng.integers(4, T + 1, n),
                         gemma=rng.standard_normal((n, T, 24)).astype(np.float16),
                         landmarks=rng.random((n, T, 162)).astype(np.float32), listed=n)
-    args = train_simple.build_parser().parse_args(["--augment", "none", "--no_landmark_norm"])
-    args.label_smoothing, args.grad_clip, args.ema_decay = 0.1, 1.0, 0.999
+    args = SimpleNamespace(label_smoothing=0.1, grad_clip=1.0)
+    prepare = LandmarkPreprocessor(normalize=False).cuda()
 
     def setup(use_graphs):
         torch.manual_seed(0)
@@ -49,8 +54,8 @@ def test_captured_steps_match_eager_steps():
         amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not use_graphs)
         loader = BatchLoader(split, 16, "cuda", on_device=True, fixed_size=True)
         found_inf, skip_all = torch.zeros((), device="cuda"), torch.zeros((), device="cuda")
-        step = train_simple.make_train_step(model, optimizer, args, torch.ones(5, device="cuda"), amp, None,
-                                            torch.amp.GradScaler("cuda", enabled=False), None, found_inf, skip_all)
+        step = make_train_step(model, prepare, optimizer, args, torch.ones(5, device="cuda"), amp, None,
+                               torch.amp.GradScaler("cuda", enabled=False), None, found_inf, skip_all)
         return model, optimizer, amp, loader, step, skip_all
 
     model, optimizer, amp, loader, step, _ = setup(False)
@@ -61,11 +66,10 @@ def test_captured_steps_match_eager_steps():
 
     model, optimizer, amp, loader, step, skip_all = setup(True)
     skip_all.fill_(1.0)
-    graph = train_simple.CudaGraphStep(lambda x: step(loader.materialize(x)), next(loader.plan()),
-                                       before_capture=lambda: optimizer.zero_grad(set_to_none=True))
+    graph = CudaGraphStep(lambda x: step(loader.materialize(x)), next(loader.plan()),
+                          before_capture=lambda: optimizer.zero_grad(set_to_none=True))
     skip_all.fill_(0.0)
-    eval_graph = train_simple.CudaGraphStep(train_simple.make_eval_step(model.eval(), loader, args, amp),
-                                            next(loader.plan()))
+    eval_graph = CudaGraphStep(make_eval_step(model.eval(), prepare, loader, amp), next(loader.plan()))
     model.train()
     graph_losses = [graph(x)[0].item() for x in list(loader.plan(shuffle=True, seed=1)) * 4]
     # Same kernels in the same order: 16 steps agree to well within bf16 rounding (a replayed backward that
@@ -74,7 +78,7 @@ def test_captured_steps_match_eager_steps():
     assert graph_losses[-1] < graph_losses[0]
     # The eval graph reads the weights as they are now, after 16 replayed optimizer steps.
     model.eval()
-    eager_eval = train_simple.make_eval_step(model, loader, args, amp)
+    eager_eval = make_eval_step(model, prepare, loader, amp)
     for x in loader.plan():
         assert torch.allclose(eval_graph(x)[0], eager_eval(x)[0], rtol=1e-2, atol=1e-2)
 
@@ -84,8 +88,8 @@ def test_captured_steps_match_eager_steps():
 def test_cuda_graph_replay_matches_eager(data, tmp_path, extra):
     data_dir, subset = data
     common = ["--data_dir", str(data_dir), "--subset", subset, "--epochs", "5", *DETERMINISTIC, *extra]
-    assert train_simple.run(common + ["--output_dir", str(tmp_path / "eager"), "--no_cuda_graphs"]) == 0
-    assert train_simple.run(common + ["--output_dir", str(tmp_path / "graph")]) == 0
+    assert train_run(common + ["--output_dir", str(tmp_path / "eager"), "--no_cuda_graphs"]) == 0
+    assert train_run(common + ["--output_dir", str(tmp_path / "graph")]) == 0
     eager, graph = summary(tmp_path / "eager"), summary(tmp_path / "graph")
     for a, b in zip(eager, graph, strict=True):
         # bf16 tolerance: the two paths run the same kernels, but reductions may be ordered differently.
@@ -104,20 +108,28 @@ def test_cuda_graph_replay_matches_eager(data, tmp_path, extra):
 def test_graphs_with_augmentation_and_gpu_resident_data_train(data, tmp_path):
     data_dir, subset = data
     out = tmp_path / "run"
-    assert train_simple.run(["--data_dir", str(data_dir), "--subset", subset, "--epochs", "6", "--augment", "strong",
-                             "--hidden_dim", "64", "--num_heads", "4", "--batch_size", "8", "--lr", "1e-3",
-                             "--warmup_epochs", "1", "--device", "cuda", "--output_dir", str(out)]) == 0
+    assert train_run(["--data_dir", str(data_dir), "--subset", subset, "--epochs", "6", "--augment", "strong",
+                      "--hidden_dim", "64", "--num_heads", "4", "--batch_size", "8", "--lr", "1e-3",
+                      "--warmup_epochs", "1", "--device", "cuda", "--output_dir", str(out)]) == 0
     rows = summary(out)
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 12
 
 
-def test_nonfinite_loss_is_skipped_on_the_device(data, tmp_path):
-    """A NaN feature row poisons one step: the fused AdamW skips it on the GPU and the run goes on."""
+def test_nonfinite_loss_is_skipped_on_the_device(data, tmp_path, monkeypatch):
+    """A step whose loss is NaN (here: every batch whose first clip has label 0, decided on the device, so it also
+    happens inside a replayed graph) is skipped by the fused AdamW on the GPU; the run goes on."""
     data_dir, subset = data
+    real = hybrid_asl.engine.weighted_loss
+
+    def poisoned(logits, labels, weight, class_weights, label_smoothing):
+        loss = real(logits, labels, weight, class_weights, label_smoothing)
+        return loss * torch.where(labels[0] == 0, torch.tensor(float("nan"), device=loss.device), 1.0)
+    monkeypatch.setattr(hybrid_asl.engine, "weighted_loss", poisoned)
     torch.cuda.reset_peak_memory_stats()
     out = tmp_path / "run"
-    assert train_simple.run(["--data_dir", str(data_dir), "--subset", subset, "--epochs", "2", *DETERMINISTIC,
-                             "--lr", "1e10", "--output_dir", str(out)]) in (0, 1)
+    assert train_main(["--data_dir", str(data_dir), "--subset", subset, "--epochs", "2", *DETERMINISTIC,
+                       "--output_dir", str(out)]) in (0, 1)
     checkpoint = torch.load(out / "last.pt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values()), "weights never become non-finite"
+    assert sum(int(row["skipped_steps"]) for row in summary(out)) > 0, "some steps were poisoned and skipped"

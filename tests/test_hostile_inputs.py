@@ -22,9 +22,12 @@ import numpy as np
 import pytest
 import torch
 
-from safe_io import DataError, finite_json, json_text
+from helpers import one_error_line, succeeded
+from hybrid_asl.clips import LANDMARK_DIM
+from hybrid_asl.errors import DataError
+from hybrid_asl.files import finite_json, json_text
+from hybrid_asl.packing import check_packing_memory
 from test_nslt1000_fixes import make_wlasl_layout
-from wlasl_data import LANDMARK_DIM, check_packing_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "old_checkpoints"
@@ -49,28 +52,6 @@ def tool(script, *argv, timeout=180, preexec=None, cwd=ROOT):
 def start(script, *argv):
     return subprocess.Popen([sys.executable, str(ROOT / script), *map(str, argv)], cwd=ROOT, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signals)
-
-
-def one_error_line(result, code, *must_mention):
-    """Exit `code`, no traceback, stderr one `error:` line (argparse may print its usage above) naming each item."""
-    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    if errors[0].startswith("error:"):
-        assert len(lines) == 1, result.stderr
-    else:
-        assert lines[0].startswith("usage:") and errors[0] == lines[-1], result.stderr
-    for text in must_mention:
-        assert str(text) in errors[0], (text, errors[0])
-    return errors[0]
-
-
-def succeeded(result):
-    assert result.returncode == 0, (result.returncode, result.stdout[-3000:], result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout
 
 
 def strict_json(path):
@@ -604,7 +585,7 @@ def test_what_does_not_fit_in_memory_is_said_before_allocating(data, tmp_path):
 # 10. Checkpoints of older versions
 
 OLD = {  # fixture: what it is. Made by train_simple.py at that commit (1 epoch, hidden 16, seed 42) on
-         # make_wlasl_layout(num_classes=3, clips_per_class=(4, 2, 2), feature_dim=8)
+         # make_wlasl_layout(num_classes=3, clips_per_class=(4, 2, 2), gemma_dim=8)
     "94c5d7c-hybrid": "the first version: no train_counts",
     "acc57e4-landmarks": "before standardized landmark channels",
     "f9ed3ec-hybrid": "the last version before issue 13",
@@ -613,7 +594,7 @@ OLD = {  # fixture: what it is. Made by train_simple.py at that commit (1 epoch,
 
 @pytest.fixture(scope="module")
 def old_data(tmp_path_factory):
-    return make_wlasl_layout(tmp_path_factory.mktemp("old"), num_classes=3, clips_per_class=(4, 2, 2), feature_dim=8)
+    return make_wlasl_layout(tmp_path_factory.mktemp("old"), num_classes=3, clips_per_class=(4, 2, 2), gemma_dim=8)
 
 
 @pytest.mark.parametrize("name", list(OLD))

@@ -1,14 +1,12 @@
 """Behaviour of the signer-invariant landmark channels.  python -m pytest tests/test_landmark_features.py -q"""
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from landmark_features import (LANDMARK_DIM, NORMALIZED_DIM, clip_centre_scale, landmark_feature_dim,  # noqa: E402
-                               make_landmark_features)
+from hybrid_asl.landmarks import (LANDMARK_DIM, NORMALIZED_DIM, channel_statistics, clip_centre_scale,
+                                  landmark_feature_dim, make_landmark_features)
 
 LANDMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "landmarks"
 BODY, LHAND, RHAND, VEL, PRES = slice(0, 162), slice(162, 225), slice(225, 288), slice(288, 450), slice(450, 453)
@@ -230,7 +228,6 @@ def test_cuda_matches_cpu():
 
 
 def test_channel_statistics_count_real_frames_only():
-    from landmark_features import channel_statistics
     clips = torch.stack([synthetic_clip(T=12, seed=s) for s in range(5)])
     lengths = np.array([12, 7, 12, 3, 9])
     padded = clips.clone()
@@ -246,7 +243,6 @@ def test_channel_statistics_count_real_frames_only():
 
 def test_channel_statistics_leave_out_broken_frames():
     """A clip with values near the float32 limit (a broken tracker) must not decide every channel's scale."""
-    from landmark_features import channel_statistics
     clips = torch.stack([synthetic_clip(T=10, seed=s) for s in range(4)])
     lengths = np.full(4, 10)
     clean = channel_statistics(clips.numpy(), lengths)

@@ -16,7 +16,8 @@ import pytest
 
 import evaluate
 import predict
-import train_simple
+from helpers import train_run
+from hybrid_asl.run_folder import recorded_dir
 from test_nslt1000_fixes import make_wlasl_layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +27,15 @@ TINY = ["--hidden_dim", "32", "--num_heads", "4", "--epochs", "2", "--batch_size
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A tiny hybrid run (32-wide visual features) trained from its project folder with relative paths, as a user
+    """A tiny hybrid run (32-wide Gemma features) trained from its project folder with relative paths, as a user
     would: `--data_dir data --subset data/nslt_test.json --output_dir runs/tiny`. Returns (project, run folder)."""
     project = tmp_path_factory.mktemp("project")
     make_wlasl_layout(project / "data")
     here = os.getcwd()
     os.chdir(project)
     try:
-        assert train_simple.run(["--data_dir", "data", "--subset", "data/nslt_test.json", "--output_dir",
-                                 "runs/tiny", *TINY]) == 0
+        assert train_run(["--data_dir", "data", "--subset", "data/nslt_test.json", "--output_dir", "runs/tiny",
+                          *TINY]) == 0
     finally:
         os.chdir(here)
     return project, project / "runs" / "tiny"
@@ -173,7 +174,7 @@ def test_a_run_folder_as_checkpoint_says_which_file_to_pass(run, capsys):
 
 def test_evaluate_feature_width_mismatch_is_only_the_error(run, tmp_path, capsys):
     _, run_dir = run
-    wide, subset = make_wlasl_layout(tmp_path / "wide", feature_dim=64)
+    wide, subset = make_wlasl_layout(tmp_path / "wide", gemma_dim=64)
     assert evaluate.run(["--checkpoint", str(run_dir / "best.pt"), "--data_dir", str(wide), "--subset", subset,
                          "--no_cache", "--no_plots", "--device", "cpu"]) == 2
     captured = capsys.readouterr()
@@ -192,12 +193,12 @@ def test_evaluate_from_another_folder_finds_the_data_as_training_did(run, tmp_pa
     out = capsys.readouterr().out
     assert f"{project / 'data' / 'nslt_test.json'}: test: using 12 of 12" in out
     assert "evaluated 12 of 12 listed clips" in out
-    # a split file recorded as a name in --data_dir resolves the same way, through train_simple.data_paths
+    # a split file recorded as a name in --data_dir resolves the same way, through splits.data_paths
     args = argparse.Namespace(data_dir="data", subset="nslt_test.json", gemma_features_dir=None, landmarks_dir=None,
                               cache_dir=None, no_cache=False, output_dir="runs/tiny")
     cli = argparse.Namespace(checkpoint=str(run_dir / "best.pt"), data_dir=None, subset=None, gemma_features_dir=None,
                              landmarks_dir=None, cache_dir=None)
-    data_dir, split_path, gemma_dir, _, cache_dir = evaluate.data_paths(cli, args)
+    data_dir, split_path, gemma_dir, _, cache_dir = evaluate.split_paths(cli, args)
     assert (data_dir, split_path, gemma_dir, cache_dir) == (
         project / "data", project / "data" / "nslt_test.json", project / "data" / "gemma_features",
         project / "data" / ".cache")
@@ -210,12 +211,12 @@ def test_predict_from_another_folder_reads_the_training_data_folders(run, tmp_pa
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(output_dir="runs/tiny")
     checkpoint = run_dir / "best.pt"
-    assert evaluate.recorded_dir(checkpoint, args, "data") == str(project / "data")
-    assert evaluate.recorded_dir(checkpoint, args, "data/landmarks") == str(project / "data" / "landmarks")
-    assert evaluate.recorded_dir(checkpoint, args, "nowhere") == "nowhere"      # left for the error to name
-    assert evaluate.recorded_dir(checkpoint, args, None) is None
+    assert recorded_dir(checkpoint, args, "data") == str(project / "data")
+    assert recorded_dir(checkpoint, args, "data/landmarks") == str(project / "data" / "landmarks")
+    assert recorded_dir(checkpoint, args, "nowhere") == "nowhere"      # left for the error to name
+    assert recorded_dir(checkpoint, args, None) is None
     (tmp_path / "data").mkdir()
-    assert evaluate.recorded_dir(checkpoint, args, "data") == "data"            # exists from here: used as given
+    assert recorded_dir(checkpoint, args, "data") == "data"            # exists from here: used as given
 
 
 def test_evaluate_moved_run_says_the_paths_are_as_recorded(run, tmp_path, monkeypatch, capsys):
@@ -240,12 +241,13 @@ def test_evaluate_moved_run_says_the_paths_are_as_recorded(run, tmp_path, monkey
 
 def test_plots_cli_says_not_found(tmp_path):
     missing = tmp_path / "nope" / "summary.csv"
-    done = subprocess.run([sys.executable, str(ROOT / "plots.py"), str(missing)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "hybrid_asl.plots", str(missing)], capture_output=True, text=True,
+                          cwd=ROOT)
     assert done.returncode == 2 and done.stderr.startswith(f"error: {missing} not found"), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("script", ["evaluate.py", "predict.py", "plots.py"])
+@pytest.mark.parametrize("script", ["evaluate.py", "predict.py", "hybrid_asl/plots.py"])
 def test_usage_examples_create_the_run_folder_they_use(script):
     """The default run folder is runs/<subset>-<timestamp>: an example that reads runs/demo/ must show the training
     command that writes it."""

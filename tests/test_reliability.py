@@ -24,11 +24,16 @@ import numpy as np
 import pytest
 import torch
 
-import train_simple
-import wlasl_data
-from safe_io import DataError, atomic_write_text
+import hybrid_asl.engine
+import hybrid_asl.packing
+from helpers import one_error_line, succeeded, train_main, train_run, train_script
+from hybrid_asl.checkpoint import load_checkpoint, save_checkpoint
+from hybrid_asl.clips import LANDMARK_DIM
+from hybrid_asl.errors import DataError
+from hybrid_asl.files import atomic_write_text
+from hybrid_asl.packing import load_packed, pack_split, save_packed
+from hybrid_asl.splits import build_label_mapping, load_split
 from test_nslt1000_fixes import make_wlasl_layout
-from wlasl_data import LANDMARK_DIM, build_label_mapping, load_packed, load_split, pack_split, save_packed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden_dim", "16", "--num_heads", "2", "--batch_size", "8", "--device", "cpu", "--warmup_epochs", "1"]
@@ -54,29 +59,6 @@ def start(*argv):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
 
 
-def one_error_line(result, code=2, *must_mention):
-    """The run failed with `code`, and stderr is one `error:` line (argparse may print its usage block above it)
-    that mentions every string in must_mention. Returns that line."""
-    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    if not errors[0].startswith("error:"):  # argparse: usage block, then `prog: error: ...`
-        assert lines[0].startswith("usage:") and errors[0] == lines[-1], result.stderr
-    else:
-        assert len(lines) == 1, result.stderr
-    for text in must_mention:
-        assert str(text) in errors[0], (text, errors[0])
-    return errors[0]
-
-
-def succeeded(result):
-    assert result.returncode == 0, (result.returncode, result.stdout[-3000:], result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout
-
-
 def summary_rows(run_dir, drop_timing=True):
     with open(Path(run_dir) / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -99,7 +81,7 @@ def wait_for_rows(process, run_dir, rows, timeout=240):
 
 
 def loads_finite_checkpoint(path):
-    checkpoint = train_simple.load_checkpoint(path)  # format-checked; raises on a half-written file
+    checkpoint = load_checkpoint(path)  # format-checked; raises on a half-written file
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values() if t.is_floating_point())
     return checkpoint
 
@@ -380,7 +362,7 @@ def test_overwrite_trains_into_a_used_folder(data, reference_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(reference_run, out)
     succeeded(cli(*seeded_args(data), "--epochs", "1", "--output_dir", out, "--overwrite"))
-    assert len(summary_rows(out)) == 1 and train_simple.load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert len(summary_rows(out)) == 1 and load_checkpoint(out / "last.pt")["epoch"] == 1
 
 
 def test_resume_from_an_earlier_checkpoint_than_last_is_refused(reference_run, tmp_path):
@@ -388,7 +370,7 @@ def test_resume_from_an_earlier_checkpoint_than_last_is_refused(reference_run, t
     again over last.pt. Refused, the folder untouched; branching off into a new folder is allowed."""
     out = tmp_path / "run"
     shutil.copytree(reference_run, out)
-    earlier = train_simple.load_checkpoint(out / "last.pt")
+    earlier = load_checkpoint(out / "last.pt")
     earlier["epoch"], earlier["history"] = 2, earlier["history"][:2]
     torch.save(earlier, out / "best.pt")
     before = digest(out)
@@ -431,8 +413,8 @@ def test_resume_on_data_of_another_shape(data, reference_run, tmp_path):
 def test_cuda_out_of_memory_is_one_line(monkeypatch, capsys):
     def out_of_memory(argv=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    monkeypatch.setattr(train_simple, "main", out_of_memory)
-    assert train_simple.run(["--device", "cuda"]) != 0
+    monkeypatch.setitem(train_script()["run"].__globals__, "main", out_of_memory)
+    assert train_run(["--device", "cuda"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "--batch_size" in err and "--gpu_cache_gb" in err and err.startswith("error:")
@@ -447,7 +429,7 @@ def test_checkpoint_write_interrupted_half_way(tmp_path, monkeypatch, failure):
     """The write fails half-way: the previous checkpoint stays loadable, no temporary is left, and a disk error
     becomes a one-line DataError naming the file (Ctrl-C stays a KeyboardInterrupt)."""
     path = tmp_path / "last.pt"
-    train_simple.atomic_torch_save({"epoch": 1, "w": torch.arange(4.0)}, path)
+    save_checkpoint({"epoch": 1, "w": torch.arange(4.0)}, path)
 
     def fails_after_writing(fd):  # the bytes are in the temporary file; then the disk fills up (or Ctrl-C)
         assert os.fstat(fd).st_size > 0
@@ -455,7 +437,7 @@ def test_checkpoint_write_interrupted_half_way(tmp_path, monkeypatch, failure):
     monkeypatch.setattr(os, "fsync", fails_after_writing)
     expected = DataError if isinstance(failure, OSError) else type(failure)
     with pytest.raises(expected) as raised:
-        train_simple.atomic_torch_save({"epoch": 2, "w": torch.zeros(4)}, path)
+        save_checkpoint({"epoch": 2, "w": torch.zeros(4)}, path)
     monkeypatch.undo()
     if expected is DataError:
         assert str(path) in str(raised.value) and "disk is full" in str(raised.value)
@@ -493,10 +475,10 @@ def test_cache_write_interrupted_half_way(data, tmp_path, monkeypatch):
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
         real_save(path, array, *args, **kwargs)
-    monkeypatch.setattr(wlasl_data.np, "save", fail_on_second_array)
+    monkeypatch.setattr(hybrid_asl.packing.np, "save", fail_on_second_array)
     with pytest.raises(OSError):
         save_packed(split, folder)
-    monkeypatch.setattr(wlasl_data.np, "save", real_save)
+    monkeypatch.setattr(hybrid_asl.packing.np, "save", real_save)
     again = load_packed(folder)
     assert again is not None and np.array_equal(again.landmarks, split.landmarks)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["nslt_test-train"], "a temporary folder was left"
@@ -566,13 +548,13 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(data, referen
 def nan_losses(monkeypatch, every):
     """Makes every `every`-th training loss NaN: the only way left to get one, since clips with values that would
     overflow are now skipped as out_of_range (tests/test_hostile_inputs.py)."""
-    real, calls = train_simple.weighted_loss, [0]
+    real, calls = hybrid_asl.engine.weighted_loss, [0]
 
     def weighted_loss(logits, labels, weight, class_weights, label_smoothing):
         loss = real(logits, labels, weight, class_weights, label_smoothing)
         calls[0] += 1
         return loss * float("nan") if calls[0] % every == 0 else loss
-    monkeypatch.setattr(train_simple, "weighted_loss", weighted_loss)
+    monkeypatch.setattr(hybrid_asl.engine, "weighted_loss", weighted_loss)
 
 
 def test_nonfinite_loss_step_is_skipped_and_counted(data, tmp_path, monkeypatch, capsys):
@@ -581,7 +563,7 @@ def test_nonfinite_loss_step_is_skipped_and_counted(data, tmp_path, monkeypatch,
     data_dir, subset = data
     nan_losses(monkeypatch, every=4)
     out = tmp_path / "run"
-    assert train_simple.main(["--data_dir", str(data_dir), "--subset", subset, *map(str, TINY), "--epochs", "2",
+    assert train_main(["--data_dir", str(data_dir), "--subset", subset, *map(str, TINY), "--epochs", "2",
                               "--no_cache", "--output_dir", str(out)]) == 0
     log = capsys.readouterr().out
     assert "warning: skipped 1 steps with a non-finite loss in epoch 1" in log
@@ -597,7 +579,7 @@ def test_run_of_nonfinite_losses_stops_and_keeps_the_last_good_checkpoint(data, 
     data_dir, subset = data
     nan_losses(monkeypatch, every=1)
     out = tmp_path / "run"
-    assert train_simple.main(["--data_dir", str(data_dir), "--subset", subset, *map(str, TINY), "--epochs", "3",
+    assert train_main(["--data_dir", str(data_dir), "--subset", subset, *map(str, TINY), "--epochs", "3",
                               "--output_dir", str(out)]) == 1
     line = capsys.readouterr().err.strip()
     assert len(line.splitlines()) == 1 and line.startswith("error:")
@@ -638,8 +620,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, monkeypatch, capsys):
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(train_simple, "load_splits", interrupted)
-    code = train_simple.run(["--data_dir", str(data_dir), "--subset", subset, "--device", "cpu",
-                             "--output_dir", str(tmp_path / "run")])
+    monkeypatch.setitem(train_script()["train"].__globals__, "load_run_data", interrupted)
+    code = train_run(["--data_dir", data_dir, "--subset", subset, "--device", "cpu", "--output_dir", tmp_path / "run"])
     err = capsys.readouterr().err.strip()
     assert code == 130 and err == "interrupted before training started; nothing to resume, run the same command again"

@@ -11,7 +11,7 @@ wlasl_class_list.txt) with a seeded, stratified split per --split_seeds, then:
   - the model: `python train_simple.py --modality landmarks ...` as a subprocess (the real CLI), CPU-sized;
     train_simple picks its best epoch on val and evaluates test once;
   - the baseline: a ridge classifier on the mean and std over frames of the shoulder-normalized landmark channels
-    (landmark_features.make_landmark_features, the same 16 uniformly sampled frames the model sees), its
+    (hybrid_asl.landmarks.make_landmark_features, the same 16 uniformly sampled frames the model sees), its
     regularization and class weighting chosen on val, test scored once. A ridge on raw coordinates is beside it.
 Sets:
   bsl16, isl13        70/15/15 % per class;
@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-from landmark_features import make_landmark_features  # noqa: E402
-from train_simple import atomic_write_text as write_text  # noqa: E402
-from wlasl_data import LANDMARK_DIM, uniform_indices  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as `python benchmarks/bench_real_landmarks.py` from anywhere
+from hybrid_asl.clips import LANDMARK_DIM, uniform_indices  # noqa: E402
+from hybrid_asl.files import atomic_write_text as write_text  # noqa: E402
+from hybrid_asl.landmarks import make_landmark_features  # noqa: E402
 
 LANDMARKS = ROOT.parent / "shared" / "data" / "landmarks"
 SETS = ("bsl16", "isl13", "bsl16_k8", "isl13_k8", "wlasl_video", "wlasl_xsource")

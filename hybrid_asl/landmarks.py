@@ -1,12 +1,14 @@
-"""Signer-invariant landmark channels for the 162-dim MediaPipe layout, batched in torch.
+"""Landmark normalization, in one place: signer-invariant channels of the 162-dim MediaPipe layout, standardized
+with training-split statistics. LandmarkPreprocessor prepares the landmarks of every clip in training,
+evaluation, prediction and the exported ONNX graph; its statistics are saved in the checkpoint beside the model.
 
-    python -m pytest tests/test_landmark_features.py -q
-
-    from landmark_features import make_landmark_features, landmark_feature_dim
+    from hybrid_asl.landmarks import LandmarkPreprocessor, make_landmark_features, landmark_feature_dim
     x = make_landmark_features(landmarks, mask, normalize=True)   # (B,T,162) -> (B,T,453)
     model_input_dim = landmark_feature_dim(normalize=True)       # 453
+    prepare = LandmarkPreprocessor(normalize=True, mean=mean, std=std)   # statistics from channel_statistics
+    model_input = prepare(landmarks, mask)                        # the channels, standardized
 
-Input layout per frame (see wlasl_data.LANDMARK_DIM): 54 points x (x, y, z) =
+Input layout per frame (see clips.LANDMARK_DIM): 54 points x (x, y, z) =
 [left hand 21 pts | right hand 21 pts | MediaPipe pose 11..22 (12 pts)], normalized image coordinates,
 an undetected part is all zeros. Everything runs on the batch's device; there is no loop over clips.
 
@@ -32,8 +34,9 @@ The output is finite for any finite input (all-zero clips included); NaN input i
 """
 import numpy as np
 import torch
+import torch.nn as nn
 
-from wlasl_data import LANDMARK_DIM
+from hybrid_asl.clips import LANDMARK_DIM
 
 NUM_POINTS = 54                      # 21 + 21 + 12
 LEFT_HAND = slice(0, 21)
@@ -154,3 +157,45 @@ def channel_statistics(landmarks, lengths, normalize=True, chunk=1024):
     mean = total / count
     std = (total_sq / count - mean * mean).clamp(min=0).sqrt()
     return mean.float(), std.clamp(min=1e-2).float()
+
+
+class LandmarkPreprocessor(nn.Module):
+    """Raw landmarks (B,T,162) + mask -> the model's landmark input: make_landmark_features' channels (the raw 162
+    with normalize=False), standardized per channel when statistics are given ((x - mean) / std, as the ridge
+    baseline's StandardScaler does: channels differ in scale by 100x, positions against frame-to-frame motion).
+
+    state() / from_state() are what a checkpoint keeps: {"normalize", "mean", "std"} (mean/std None: not
+    standardized).
+    """
+
+    def __init__(self, normalize=True, mean=None, std=None):
+        super().__init__()
+        self.normalize = bool(normalize)
+        self.standardize = mean is not None
+        dim = landmark_feature_dim(self.normalize)
+        self.register_buffer("mean", torch.zeros(dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.ones(dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, landmarks, mask):
+        x = make_landmark_features(landmarks, mask, self.normalize)
+        return (x - self.mean) / self.std if self.standardize else x
+
+    def state(self):
+        return {"normalize": self.normalize, "mean": self.mean.cpu() if self.standardize else None,
+                "std": self.std.cpu() if self.standardize else None}
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(state["normalize"], state.get("mean"), state.get("std"))
+
+
+def landmark_preprocessor(args, train_split, resume=None):
+    """The normalization a run uses: a resumed run's own; else the training split's channel statistics
+    (standardized normalized channels, the default since Protocol 3 in BENCHMARKS.md); --no_landmark_standardize
+    keeps the normalized channels unstandardized, --no_landmark_norm the raw coordinates."""
+    if resume is not None:
+        return LandmarkPreprocessor.from_state(resume["landmark_normalization"])
+    if not args.no_landmark_norm and not args.no_landmark_standardize:
+        mean, std = channel_statistics(train_split.landmarks, train_split.lengths)  # the clips as packed, un-augmented
+        return LandmarkPreprocessor(True, mean, std)
+    return LandmarkPreprocessor(not args.no_landmark_norm)

@@ -2,20 +2,21 @@
 Pictures of a run: training curves, per-class accuracy against training clips, the most confused gloss pairs.
 
     python train_simple.py --demo --output_dir runs/demo       # a run (default folder: runs/<subset>-<timestamp>)
-    python plots.py runs/demo/summary.csv                       # -> runs/demo/curves.png
-    python plots.py runs/demo/eval_test/per_class.csv           # -> runs/demo/eval_test/per_class.png
-    python plots.py runs/demo/eval_test/confusions.csv          # -> runs/demo/eval_test/confusions.png
+    python -m hybrid_asl.plots runs/demo/summary.csv            # -> runs/demo/curves.png
+    python -m hybrid_asl.plots runs/demo/eval_test/per_class.csv     # -> runs/demo/eval_test/per_class.png
+    python -m hybrid_asl.plots runs/demo/eval_test/confusions.csv    # -> runs/demo/eval_test/confusions.png
 
 train_simple.py draws curves.png at the end of a run and evaluate.py draws the other two. matplotlib is an
 optional extra (pip install matplotlib): without it every function prints one line and returns None. A picture
 is never worth a crash, so no function here raises; each returns the PNG path it wrote, or None.
 """
+import argparse
 import csv
 import math
 import sys
 from pathlib import Path
 
-from safe_io import atomic_write, not_a_regular_file
+from hybrid_asl.files import atomic_write, not_a_regular_file
 
 _missing_noted = False
 
@@ -239,22 +240,25 @@ def plot_confusions(confusions, out_png, top=20, title=None):
     return _save(fig, plt, out_png)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
-        sys.exit(2)
-    source = Path(sys.argv[1])
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("csv", help="a run's summary.csv, or the per_class.csv or confusions.csv of evaluate.py")
+    source = Path(parser.parse_args(argv).csv)
     draw = {"summary.csv": plot_training_curves, "per_class.csv": plot_per_class_accuracy,
             "confusions.csv": plot_confusions}.get(source.name)
     if not source.exists():
         print(f"error: {source} not found; give the path of a run's summary.csv, or of the per_class.csv or "
               "confusions.csv that evaluate.py wrote", file=sys.stderr)
-        sys.exit(2)
+        return 2
     if draw is None or not_a_regular_file(source):
         print(f"error: {source}: give a summary.csv, per_class.csv or confusions.csv", file=sys.stderr)
-        sys.exit(2)
+        return 2
     target = source.with_name("curves.png" if source.name == "summary.csv" else source.stem + ".png")
     written = draw(source, target)
     if written:
         print(f"wrote {written}")
-    sys.exit(0 if written else 1)
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

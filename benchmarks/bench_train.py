@@ -29,8 +29,15 @@ from queue import Empty
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as `python benchmarks/bench_train.py` from anywhere
 DEFAULT_SPLIT = ROOT.parent / "shared" / "data" / "wlasl" / "nslt_2000.json"
+
+
+def train_script():
+    """train_simple.py's functions, executed in this process as `python train_simple.py` would (not imported)."""
+    import runpy
+    return runpy.run_path(str(ROOT / "train_simple.py"))
 
 
 def write_dataset(split_path, scratch, feature_dim, num_frames, seed=0):
@@ -74,7 +81,7 @@ class PerFileDataset:
 
     def __getitem__(self, i):
         import torch
-        from wlasl_data import uniform_indices
+        from hybrid_asl.clips import uniform_indices
         video_id, label = self.clips[i]
         gemma = np.load(self.data_dir / "gemma_features" / f"{video_id}_gemma.npy")
         landmarks = np.load(self.data_dir / "landmarks" / f"{video_id}_landmarks.npy")
@@ -92,8 +99,11 @@ def reference_phase(cfg):
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
-    import train_simple
-    from wlasl_data import build_label_mapping, load_split
+    from hybrid_asl.batches import Batch
+    from hybrid_asl.engine import amp_context, prepare_inputs
+    from hybrid_asl.landmarks import LandmarkPreprocessor
+    from hybrid_asl.recipe import build_model, model_config
+    from hybrid_asl.splits import build_label_mapping, load_split
 
     data_dir, device = Path(cfg["data_dir"]), torch.device(cfg["device"])
     clips = load_split(data_dir / cfg["split_name"])
@@ -102,10 +112,11 @@ def reference_phase(cfg):
     train = [(c.video_id, label_of[c.class_id]) for c in clips.values() if c.subset == "train"]
     T = cfg["num_frames"]
 
-    args = train_simple.build_parser().parse_args(["--hidden_dim", str(cfg["hidden_dim"])])
-    model = train_simple.build_model(args, len(mapping), cfg["feature_dim"]).to(device)
+    args = train_script()["build_parser"]().parse_args(["--hidden_dim", str(cfg["hidden_dim"])])
+    model = build_model(model_config(args, len(mapping), cfg["feature_dim"])).to(device)
+    prepare = LandmarkPreprocessor(normalize=True).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
-    amp = train_simple.amp_context(device)
+    amp = amp_context(device)
     loader = DataLoader(PerFileDataset(data_dir, train, T), batch_size=cfg["batch_size"], shuffle=True, num_workers=4,
                         pin_memory=device.type == "cuda", persistent_workers=True, drop_last=False)
     if device.type == "cuda":
@@ -119,8 +130,8 @@ def reference_phase(cfg):
             gemma, landmarks = gemma.to(device, non_blocking=True), landmarks.to(device, non_blocking=True)
             lengths, labels = lengths.to(device), labels.to(device)
             mask = torch.arange(T, device=device)[None] < lengths[:, None]
-            batch = (gemma, landmarks, mask, labels, torch.ones(len(labels), device=device))
-            gemma, features, mask = train_simple.model_inputs(batch, args)
+            batch = Batch(gemma, landmarks, mask, labels, torch.ones(len(labels), device=device))
+            gemma, features, mask = prepare_inputs(batch, prepare)
             with amp:
                 loss = F.cross_entropy(model(gemma, features, mask).float(), labels, label_smoothing=0.1)
             optimizer.zero_grad(set_to_none=True)
@@ -140,7 +151,6 @@ def project_phase(cfg):
     """(b) python train_simple.py ... in-process, reading its own summary.csv for per-epoch times."""
     import torch
 
-    import train_simple
     out = Path(cfg["scratch"]) / f"run-{cfg['name']}"
     shutil.rmtree(out, ignore_errors=True)
     argv = ["--data_dir", cfg["data_dir"], "--subset", cfg["split_name"], "--epochs", str(cfg["epochs"]),
@@ -149,7 +159,7 @@ def project_phase(cfg):
     if cfg["device"] != "cpu":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    code = train_simple.main(argv)
+    code = train_script()["main"](argv)
     total = time.perf_counter() - t0
     assert code == 0, f"train_simple exited with {code}"
     rows = list(csv.DictReader(open(out / "summary.csv")))
@@ -165,7 +175,8 @@ def startup_phase(cfg):
     """(c) What a run spends on its data before training: load_splits with no cache (hash every file's content,
     pack, write the cache), then again with the cache there (stat every file, compare with the remembered digests,
     memory-map)."""
-    from wlasl_data import build_label_mapping, load_split, load_splits
+    from hybrid_asl.packing import load_splits
+    from hybrid_asl.splits import build_label_mapping, load_split
     data_dir = Path(cfg["data_dir"])
     clips = load_split(data_dir / cfg["split_name"])
     label_of = {m["wlasl_id"]: m["index"] for m in build_label_mapping(clips, {})}

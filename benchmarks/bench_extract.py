@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from video_io import read_clip_frames
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as `python benchmarks/bench_extract.py` from anywhere
+from hybrid_asl import gemma_vision as gv  # noqa: E402
+from hybrid_asl.video import read_clip_frames  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 GIB = 1024 ** 3
 
@@ -51,7 +53,7 @@ def bench_gemma(args):
     device = torch.device("cuda")
     dtype = torch.bfloat16
     config = Gemma3Config(vision_config=FULL_VISION, text_config=FULL_TEXT, mm_tokens_per_image=FULL_MM_TOKENS)
-    tower, projector = eg.build_vision_model(config, "projector", device, dtype)
+    tower, projector = gv.build_vision_model(config, "projector", device, dtype)
     params = sum(p.numel() for p in tower.parameters()) + sum(p.numel() for p in projector.parameters())
     spec = {"image_size": config.vision_config.image_size, "rescale_factor": 1 / 255, "image_mean": [0.5] * 3,
             "image_std": [0.5] * 3}
@@ -77,18 +79,18 @@ def bench_gemma(args):
 
     # pixels of real frames: random pixels ran markedly slower in a first H100 run (more power drawn, lower clocks?)
     real, _ = read_clip_frames(clips[0], num_frames=args.num_frames)
-    real = eg.preprocess(torch.from_numpy(real).to(device), spec, dtype)
+    real = gv.preprocess(torch.from_numpy(real).to(device), spec, dtype)
 
     def model_only(batch_size, attention, model, seconds, random=False):
         x = real.repeat((batch_size + len(real) - 1) // len(real), 1, 1, 1)[:batch_size]
         x = torch.randn_like(x) if random else x
-        with eg.attention_backends(attention):
+        with gv.attention_backends(attention):
             for _ in range(3):
-                eg.frame_features(model, projector, x)
+                gv.frame_features(model, projector, x)
             torch.cuda.synchronize()
             n, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
-                eg.frame_features(model, projector, x)
+                gv.frame_features(model, projector, x)
                 n += 1
             torch.cuda.synchronize()
         return n * batch_size / (time.perf_counter() - start)
@@ -98,7 +100,7 @@ def bench_gemma(args):
         scores = {}
         for variant in args.variants.split(","):
             attention, pad = variant.split(":")
-            eg.use_padded_attention(tower, int(pad))
+            gv.use_padded_attention(tower, int(pad))
             fps = model_only(16, attention, tower, 3.0)
             scores[(attention, int(pad))] = fps
             result["model_only"].append({"attention": attention, "pad_head_dim": int(pad), "batch_size": 16,
@@ -107,13 +109,13 @@ def bench_gemma(args):
                   f"({fps * 5.4:.0f} TFLOP/s at ~5.4 TFLOP/frame)")
         if args.attention == "best":
             best = max(scores, key=scores.get)
-        eg.use_padded_attention(tower, 0)  # the variants above leave the last one's padding on
+        gv.use_padded_attention(tower, 0)  # the variants above leave the last one's padding on
         fps = model_only(16, "auto", tower, 3.0, random=True)
         result["model_only"].append({"attention": "auto", "pad_head_dim": 0, "batch_size": 16, "random_pixels": True,
                                      "frames_per_s": round(fps, 1)})
         print(f"model only  attention=auto      pad_head_dim=  0 batch 16: {fps:6.1f} frames/s on random pixels")
     result["attention"], result["pad_head_dim"] = best
-    eg.use_padded_attention(tower, best[1])
+    gv.use_padded_attention(tower, best[1])
     print(f"end to end with --attention {best[0]} --pad_head_dim {best[1]}")
 
     model = torch.compile(tower, dynamic=False) if args.compile else tower
@@ -140,22 +142,22 @@ def bench_gemma(args):
 
 def auto_batch_for(config, dtype, card_bytes):
     """The batch extract_gemma_features.py would pick on a card of this size (CUDA context ~0.3 GB, weights ~0.83 GB)."""
-    import extract_gemma_features as eg
     room = card_bytes - 0.3 * GIB - 0.84 * GIB - 0.35 * GIB
     batch = 1
-    while batch < 32 and batch * 2 * eg.per_frame_bytes(config, dtype) <= room:
+    while batch < 32 and batch * 2 * gv.per_frame_bytes(config, dtype) <= room:
         batch *= 2
     return batch
 
 
 def landmark_clip(path):
-    from extract_landmarks import extract_video_landmarks
+    from hybrid_asl.mediapipe_landmarks import extract_video_landmarks
     return len(extract_video_landmarks(path))
 
 
 def bench_landmarks(args):
     import multiprocessing
-    import extract_landmarks  # noqa: F401  (fails early without the extras)
+    from hybrid_asl.mediapipe_landmarks import import_mediapipe
+    import_mediapipe()  # fails early without the extras
     clips = shared_clips(args.videos)
     result = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
               "load_average_before": os.getloadavg(), "clips": len(clips), "runs": []}

@@ -1,32 +1,24 @@
-"""What every tool promises about the files it is given and the files it writes (README 'Trust and safety').
+"""Reading and writing files safely: the one home of each promise in README 'Trust and safety' about files.
 
-One home for each mechanism, so that the promise holds everywhere, not case by case:
   - reads:   a path must be a regular file before it is opened (a FIFO, socket or device would block a read for
-             ever); checkpoints and arrays never run code (weights_only / allow_pickle=False, at their call sites)
+             ever); checkpoints and arrays never run code (weights_only / allow_pickle=False, where they are read)
   - writes:  atomic_write (temporary name, fsync, rename) with one-line errors naming the path and what to do;
              write_json is strict JSON (NaN/inf become null); leftovers of a killed writer are removed at the next
              start; an output path can never be one of the command's own inputs, or empty
-  - runs:    RunLock keeps one run per output folder (a stale lock of a dead process is taken over)
-  - stops:   SIGTERM is handled like Ctrl-C, and a second Ctrl-C/SIGTERM ends the process at once
-  - flags:   int_range / float_range give every numeric flag an argparse error outside its range
 """
-import argparse
+import csv
 import errno
+import io
 import json
 import math
 import os
 import re
 import shlex
-import signal
-import socket
+import shutil
 import stat
-import sys
-import time
 from pathlib import Path
 
-
-class DataError(Exception):
-    """A problem with the user's data, flags or files that one line can explain; the CLIs print it and exit 2."""
+from hybrid_asl.errors import DataError
 
 
 def quote(path):
@@ -125,6 +117,18 @@ def atomic_write_text(path, text):
     atomic_write(path, lambda f: f.write(text), "w")
 
 
+def atomic_write_bytes(path, data):
+    atomic_write(path, lambda f: f.write(data), "wb")
+
+
+def csv_text(rows, fieldnames):
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def finite_json(value):
     """A copy of value in which every NaN or infinite float is None (JSON null): numbers stay numbers."""
     if isinstance(value, float):
@@ -170,7 +174,6 @@ def remove_stale_temporaries(folder):
         path = os.path.join(folder, name)
         try:
             if os.path.isdir(path) and not os.path.islink(path):
-                import shutil
                 shutil.rmtree(path)
             else:
                 os.remove(path)
@@ -218,172 +221,3 @@ def check_output_path(path, flag, inputs=()):
                             "that input: choose another path")
     if os.path.isdir(path):
         raise DataError(f"{flag} {path} is a folder; give a file path")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# One run per output folder
-
-class RunLock:
-    """`<folder>/.lock` holds the pid, host and command of the run writing the folder. A second run into the same
-    folder is refused with the holder's pid; a lock left by a process that no longer exists on this host (kill -9,
-    a crash) is taken over with a warning. Released when the run ends, however it ends."""
-    NAME = ".lock"
-
-    def __init__(self, folder):
-        self.path = Path(folder) / self.NAME
-        self.held = False
-
-    def _holder(self):
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def acquire(self):
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": " ".join(sys.argv)}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is None:  # being written this very moment, or garbage: look again
-                    time.sleep(0.05)
-                    holder = self._holder()
-                pid, host = (holder or {}).get("pid"), (holder or {}).get("host")
-                if isinstance(pid, int) and host == me["host"] and not pid_alive(pid):
-                    print(f"warning: {self.path.parent} was locked by process {pid}, which no longer runs (killed or "
-                          "crashed); taking the folder over")
-                    self.path.unlink(missing_ok=True)
-                    continue
-                if holder is None:
-                    print(f"warning: {self.path} is unreadable; taking the folder over")
-                    self.path.unlink(missing_ok=True)
-                    continue
-                where = f"process {pid}" + ("" if host == me["host"] else f" on {host}")
-                raise DataError(f"{self.path.parent} is in use by another run ({where}, started "
-                                f"{holder.get('started', '?')}: {holder.get('command', '?')[:120]}); wait for it to "
-                                f"finish, stop it, or choose another --output_dir (delete {self.path} only if that "
-                                "run is gone)")
-            except OSError as e:
-                raise write_error(self.path, e)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(me))
-            self.held = True
-            return self
-        raise DataError(f"cannot lock {self.path.parent}: the lock keeps changing; is another run starting there?")
-
-    def release(self):
-        if self.held:
-            holder = self._holder()
-            if holder is None or holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Stopping: Ctrl-C and SIGTERM
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a job scheduler's time limit, `kill`, docker stop) handled like Ctrl-C: the tool stops between
-    writes, so every file it wrote is whole."""
-    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
-
-
-_stopping = False
-
-
-def _stop(signum, frame):
-    global _stopping
-    if _stopping:  # the second Ctrl-C/SIGTERM: leave now (every write is atomic, nothing is half-written)
-        os._exit(128 + signum)
-    _stopping = True
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-def install_stop_handlers():
-    """SIGTERM stops a tool like Ctrl-C; a second signal while it is stopping ends the process at once. A process
-    started with SIGINT ignored (a background job of a non-interactive shell) keeps ignoring it."""
-    import threading
-    global _stopping
-    _stopping = False
-    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from there
-        return
-    signal.signal(signal.SIGTERM, _stop)
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _stop)
-
-
-def exit_code(stop):
-    return getattr(stop, "exit_code", 130)  # Ctrl-C: 130; SIGTERM: 143
-
-
-def run_cli(main, argv=None, interrupted="interrupted; run the same command again to continue"):
-    """Runs a command-line main(argv): a DataError becomes one `error:` line on stderr and exit code 2, Ctrl-C or
-    SIGTERM one line and 130/143, never a traceback."""
-    install_stop_handlers()
-    try:
-        return main(argv)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as stop:
-        print(f"\n{interrupted}", file=sys.stderr)
-        return exit_code(stop)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Flags: every number has a range
-
-def int_range(low, high=None):
-    """argparse type: an integer in [low, high] (high None: no upper bound)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(
-                f"must be {'>= ' + str(low) if high is None else f'in [{low}, {high}]'}, got {text}")
-        return value
-    parse.__name__ = "integer"  # argparse names the type in its messages
-    return parse
-
-
-def float_range(low, high, low_open=False, high_open=False):
-    """argparse type: a finite number in the interval low..high (either end open or closed)."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-        inside = math.isfinite(value) and (value > low if low_open else value >= low) and \
-            (value < high if high_open else value <= high)
-        if not inside:
-            raise argparse.ArgumentTypeError(
-                f"must be a finite number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, "
-                f"got {text}")
-        return value
-    parse.__name__ = "number"
-    return parse
-
-
-def available_memory_bytes():
-    """Memory this process could still allocate: MemAvailable from /proc/meminfo, else physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None

@@ -1,4 +1,4 @@
-"""Training-only augmentation of a batch of landmarks (+ optional visual features), batched on the device.
+"""Training-only augmentation of a batch of landmarks (+ optional Gemma features), batched on the device.
 
     python train_simple.py --modality landmarks --augment light             # default recipe
     python train_simple.py --modality landmarks --augment strong --aug_mirror_p 0.5
@@ -7,7 +7,7 @@
 
 Every augmentation makes ONE random draw per clip from a torch.Generator (no Python loop over clips or
 frames), so a fixed generator seed gives the same batch on any device. Works on raw coordinates, i.e.
-before landmark_features.make_landmark_features. Landmark layout: see landmark_features.py.
+before landmarks.LandmarkPreprocessor. Landmark layout: see landmarks.py.
 
   rotate / scale / shear / translate   one 2-D affine per clip, around the clip's shoulder centre, applied to
                                        x,y of DETECTED points only (zeros stay zeros); scale also scales z
@@ -21,12 +21,12 @@ before landmark_features.make_landmark_features. Landmark layout: see landmark_f
   gemma_noise / gemma_drop             gaussian noise relative to the clip's feature RMS / channel dropout
 Temporal operations rewrite frames AND mask so the real frames stay left-aligned; padding stays zero.
 """
-import argparse
 import math
 
 import torch
 
-from landmark_features import NUM_POINTS, clip_centre_scale, point_presence
+from hybrid_asl.cli import probability
+from hybrid_asl.landmarks import NUM_POINTS, clip_centre_scale, point_presence
 
 # Probabilities are per clip; magnitudes live in the preset only (flags exist for probabilities).
 _OFF = dict(rotate_p=0.0, scale_p=0.0, shear_p=0.0, translate_p=0.0, speed_p=0.0, crop_p=0.0,
@@ -57,8 +57,8 @@ _FLAG_HELP = {
     "frame_mask_p": "probability of zeroing random frames (both streams) per clip",
     "hand_drop_p": "probability of zeroing one whole hand for the clip",
     "mirror_p": "probability of mirroring (flip x, swap hands); opt-in, can change a sign's meaning",
-    "gemma_noise_p": "probability of gaussian noise on the visual features per clip",
-    "gemma_drop_p": "probability of visual feature-channel dropout per clip",
+    "gemma_noise_p": "probability of gaussian noise on the Gemma features per clip",
+    "gemma_drop_p": "probability of Gemma feature-channel dropout per clip",
 }
 
 
@@ -69,26 +69,14 @@ def _mirror_perm(device):
     return torch.where(i < 21, i + 21, torch.where(i < 42, i - 21, 42 + ((i - 42) ^ 1)))
 
 
-def _probability(text):
-    try:
-        p = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a probability in [0, 1]")
-    if not 0.0 <= p <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]; give a probability in [0, 1]")
-    return p
-
-
 def add_augment_args(parser):
-    """Add the 'augmentation' argparse group: --augment preset, one probability flag each, --no_landmark_norm."""
+    """Add the 'augmentation' argparse group: --augment preset and one probability flag per augmentation."""
     g = parser.add_argument_group("augmentation")
     g.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default="light",
                    help="training augmentation preset (none = plain legacy behaviour)")
     for key in PROB_KEYS:
-        g.add_argument(f"--aug_{key}", type=_probability, default=None,
+        g.add_argument(f"--aug_{key}", type=probability, default=None,
                        help=f"{_FLAG_HELP[key]} (default: the preset's value)")
-    g.add_argument("--no_landmark_norm", action="store_true",
-                   help="feed raw MediaPipe coordinates instead of shoulder-normalized landmark channels")
     return g
 
 
