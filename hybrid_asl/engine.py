@@ -147,7 +147,9 @@ class CudaGraphStep:
     """
 
     def __init__(self, step, example_inputs, before_capture=None):
-        self.inputs = tuple(t.clone() if torch.is_tensor(t) else t for t in example_inputs)
+        static = [t.clone() if torch.is_tensor(t) else t for t in example_inputs]
+        # A host split's step input is a Batch: keep its type, the step reads its fields by name.
+        self.inputs = example_inputs._make(static) if hasattr(example_inputs, "_make") else tuple(static)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up (lazy state, cuBLAS workspaces) must happen outside the capture
