@@ -14,7 +14,10 @@ metrics.json is never overwritten):
                      per_class_top5, loss, n, n_listed}, "skipped": {...}}
     per_class.csv    index, wlasl_id, gloss, n (clips evaluated), top1, top5, train_clips
     confusions.csv   the 50 most frequent (true gloss -> predicted gloss) mistakes with counts
-    per_class.png, confusions.png   when matplotlib is installed
+    confusion_matrix.csv   every non-empty cell of the true x predicted (top-1) matrix, right ones included:
+                     true_index, true_wlasl_id, true_gloss, predicted_index, predicted_wlasl_id, predicted_gloss, count
+    per_class.png, confusions.png, confusion_matrix.png   when matplotlib is installed (the matrix up to 50
+                     classes, the most confused pairs beyond; python -m hybrid_asl.plots redraws any of them)
 """
 import argparse
 import io
@@ -30,7 +33,8 @@ from hybrid_asl.cli import HelpFormatter, positive_int, resolve_device, run_cli
 from hybrid_asl.engine import amp_context, predict_logits
 from hybrid_asl.errors import DataError
 from hybrid_asl.files import atomic_write_text, check_output_path, csv_text, make_folder, write_json
-from hybrid_asl.metrics import classification_metrics, confusion_rows, per_class_rows
+from hybrid_asl.metrics import (CONFUSION_MATRIX_FIELDS, classification_metrics, confusion_counts,
+                                confusion_matrix_rows, confusion_rows, per_class_rows)
 from hybrid_asl.packing import load_splits
 from hybrid_asl.recipe import verify_feature_dimensions
 from hybrid_asl.run_folder import training_folder
@@ -65,6 +69,9 @@ def split_paths(cli, args):
     if paths[1].is_file() or cli.subset:
         return paths  # found, or the user's own --subset: load_split names the file they gave
     if cli.data_dir:
+        args.subset = Path(args.subset).name  # the data moved: its split file by name, in the new --data_dir
+        if data_paths(args)[1].is_file():
+            return data_paths(args)
         raise DataError(f"split file not found: {cli.checkpoint} records --subset {args.subset} (as given at "
                         f"training time), which is not in --data_dir {cli.data_dir}; pass --subset too")
     folder = training_folder(cli.checkpoint, args.output_dir)
@@ -139,16 +146,19 @@ def main(argv=None):
               "split_file": str(split_path)}
     class_rows = per_class_rows(logits, labels, label_mapping, checkpoint["train_counts"])
     mistakes = confusion_rows(logits, labels, label_mapping)
+    counts = confusion_counts(logits, labels, num_classes)
 
     out_dir = Path(cli.output_dir or Path(cli.checkpoint).parent) / f"eval_{cli.split}"
     make_folder(out_dir, "--output_dir")
-    for name in ("metrics.json", "per_class.csv", "confusions.csv"):  # never over one of this command's inputs
+    for name in ("metrics.json", "per_class.csv", "confusions.csv", "confusion_matrix.csv"):  # never over an input
         check_output_path(out_dir / name, "--output_dir", [("--checkpoint", cli.checkpoint), ("--subset", split_path)])
     write_json(out_dir / "metrics.json", result)
     atomic_write_text(out_dir / "per_class.csv", csv_text(class_rows, list(class_rows[0])))
     atomic_write_text(out_dir / "confusions.csv", csv_text(mistakes, [
         "true_wlasl_id", "true_gloss", "predicted_wlasl_id", "predicted_gloss", "count"]))
-    written = ["metrics.json", "per_class.csv", "confusions.csv"]
+    atomic_write_text(out_dir / "confusion_matrix.csv",
+                      csv_text(confusion_matrix_rows(counts, label_mapping), CONFUSION_MATRIX_FIELDS))
+    written = ["metrics.json", "per_class.csv", "confusions.csv", "confusion_matrix.csv"]
     if not cli.no_plots:
         title = f"{split_path.name}, {cli.split} split"
         if plots.plot_per_class_accuracy(out_dir / "per_class.csv", out_dir / "per_class.png",
@@ -157,6 +167,10 @@ def main(argv=None):
         if plots.plot_confusions(out_dir / "confusions.csv", out_dir / "confusions.png",
                                  title=f"{title}: most confused pairs (true \u2192 predicted)"):
             written.append("confusions.png")
+        if plots.plot_confusion_matrix(counts, out_dir / "confusion_matrix.png",
+                                       glosses=[e["gloss"] for e in sorted(label_mapping, key=lambda e: e["index"])],
+                                       title=title):
+            written.append("confusion_matrix.png")
 
     # ---- report ----------------------------------------------------------------------------------------------
     print(f"{cli.split}: evaluated {metrics['n']} of {metrics['n_listed']} listed clips")

@@ -2,7 +2,7 @@
 extract_gemma_features.py - frozen Gemma 3 vision features for every clip of a WLASL split: one vector per frame.
 
     pip install -r requirements-extract.txt
-    hf download google/gemma-3-4b-it --include "*.json" "*.safetensors"      # once; accept the licence on the hub first
+    hf download google/gemma-3-4b-it --include "*.json" --include "*.safetensors"  # once; accept the licence on the hub first
     python extract_gemma_features.py --videos_dir data/wlasl/videos --subset nslt_100.json
     python extract_gemma_features.py --videos_dir data/wlasl/videos --subset nslt_2000.json --layer vision
     torchrun --nproc_per_node 4 extract_gemma_features.py --videos_dir data/wlasl/videos --subset nslt_2000.json
@@ -23,7 +23,6 @@ machines. The last shard to finish merges the per-shard metadata into extraction
 Nothing is downloaded at run time: a model that is not on disk gives a one-line error saying how to get it.
 """
 import argparse
-import json
 import os
 import platform
 import sys
@@ -38,9 +37,9 @@ from tqdm import tqdm
 
 from hybrid_asl.cli import HelpFormatter, int_range
 from hybrid_asl.errors import INSTALL_HINT, DataError
-from hybrid_asl.extraction import (METADATA_NAME, atomic_save_npy, finish, list_jobs, missing_note, outcome, parse_shard,
-                                   run_extractor, take_shard)
-from hybrid_asl.files import make_folder, read_text, remove_stale_temporaries
+from hybrid_asl.extraction import (atomic_save_npy, check_same_settings, close_run, list_jobs, missing_note,
+                                   missing_videos_hint, outcome, parse_shard, run_extractor, take_shard)
+from hybrid_asl.files import make_folder, remove_stale_temporaries
 from hybrid_asl.gemma_vision import (DEFAULT_MODEL, GIB, attention_backends, auto_batch_size, frame_features,
                                      load_vision_model, preprocess, preprocessing, use_padded_attention)
 from hybrid_asl.splits import SPLIT_HINT, load_split
@@ -191,20 +190,6 @@ def get_args(argv=None):
     return parser.parse_args(argv)
 
 
-def check_existing_metadata(output_dir, model_name, layer, overwrite):
-    """Refuses to resume into a folder whose features came from another model or layer (their D would differ)."""
-    path = os.path.join(output_dir, METADATA_NAME)
-    if overwrite or not os.path.isfile(path):
-        return
-    try:
-        old = json.loads(read_text(path, "metadata"))
-    except (DataError, ValueError):
-        return
-    if (old.get("model"), old.get("layer")) != (model_name, layer):
-        raise DataError(f"{output_dir} holds features of {old.get('model')} --layer {old.get('layer')}; "
-                        f"use another --output_dir or --overwrite")
-
-
 def main(argv=None):
     args = get_args(argv)
     started = time.time()
@@ -236,7 +221,10 @@ def main(argv=None):
     make_folder(output_dir, "--output_dir")
     if shard_count == 1:  # a shard on another machine may be writing here: only a lone run cleans up
         remove_stale_temporaries(output_dir)
-    check_existing_metadata(output_dir, args.model_name, args.layer, args.overwrite)
+    # a folder of projector features is never topped up with vision-tower ones (their widths differ)
+    check_same_settings(output_dir, "extract_gemma_features.py",
+                        {"model": args.model_name, "layer": args.layer, "num_frames": args.num_frames}, args.overwrite,
+                        flags={"model": "--model_name"})
     split = None
     if args.subset is not None:
         split = load_split(args.subset if os.path.exists(args.subset) or os.sep in args.subset
@@ -264,6 +252,9 @@ def main(argv=None):
     args.batch_size = batch_size
     print(f"[shard {shard_index}/{shard_count}] {len(jobs)} clips: {len(jobs) - len(not_extracted)} already extracted, "
           f"{len(missing)} with no video, {len(todo)} to do on {device} ({precision}, batch {batch_size}) -> {output_dir}")
+    hint = missing_videos_hint(jobs, missing, args.videos_dir, VIDEO_EXTENSIONS)
+    if hint:
+        print(hint)
 
     failed, frames_done, bar = [], [0], tqdm(total=len(todo), unit="clip", dynamic_ncols=True,
                                                disable=args.no_progress or None, position=rank)
@@ -293,6 +284,7 @@ def main(argv=None):
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": args.model_name,
         "layer": args.layer,
+        "settings": {"model": args.model_name, "layer": args.layer, "num_frames": args.num_frames},
         "feature_dim": int(feature_dim),
         "pooling": f"mean over {'projector' if projector is not None else 'vision tower'} image tokens, one vector per frame",
         "num_frames": args.num_frames,
@@ -319,7 +311,7 @@ def main(argv=None):
     }
     if use_cuda:
         meta["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / GIB, 2)
-    merged, written = finish(output_dir, meta, shard_index, shard_count, failed, noted)
+    merged, written = close_run(output_dir, meta, shard_index, shard_count, failed, noted, "_gemma.npy")
     elapsed = time.time() - started
     print(f"[shard {shard_index}/{shard_count}] extracted {done} clips ({frames_done[0]} frames, "
           f"{frames_done[0] / max(elapsed, 1e-9):.1f} frames/s overall), skipped {len(jobs) - len(not_extracted)} existing, "

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from hybrid_asl.cli import HelpFormatter, int_range
 from hybrid_asl.clips import LANDMARK_DIM
 from hybrid_asl.errors import INSTALL_HINT, DataError
-from hybrid_asl.extraction import (atomic_save_npy, finish, list_jobs, missing_note, outcome, parse_shard, run_extractor,
-                                   take_shard)
+from hybrid_asl.extraction import (atomic_save_npy, check_same_settings, close_run, list_jobs, missing_note,
+                                   missing_videos_hint, outcome, parse_shard, run_extractor, take_shard)
 from hybrid_asl.files import make_folder, remove_stale_temporaries
 from hybrid_asl.mediapipe_landmarks import MODEL_COMPLEXITY, extract_file, import_mediapipe, quiet_worker, tool_versions
 from hybrid_asl.splits import SPLIT_HINT, load_split
@@ -113,6 +113,8 @@ def main(argv=None):
     make_folder(output_dir, "--output_dir")
     if shard[1] == 1:  # a shard on another machine may be writing here: only a lone run cleans up
         remove_stale_temporaries(output_dir)
+    # prediction extracts new videos as the folder's clips were extracted: one sampling per folder
+    check_same_settings(output_dir, "extract_landmarks.py", {"num_frames": args.num_frames}, args.overwrite)
     if args.videos_dir:
         import_mediapipe()  # fail in one line now, not once per clip
         if cv2_missing():
@@ -133,6 +135,9 @@ def main(argv=None):
             todo.append(dict(job, num_frames=args.num_frames, output_dir=output_dir))
     print(f"{len(jobs)} clips in shard {args.shard}: {skipped} already extracted, {len(missing)} with no video "
           f"or .pose file, {len(todo)} to do with {args.workers} worker(s) -> {output_dir}")
+    hint = missing_videos_hint(jobs, missing, args.videos_dir or args.poses_dir, VIDEO_EXTENSIONS)
+    if hint:
+        print(hint)
 
     for job in refused:
         print(f"warning: {job['video_id']!r} skipped: {job['problem'][1]}", file=sys.stderr)
@@ -186,7 +191,7 @@ def main(argv=None):
         "notes": [{"video_id": v, "note": note} for v, note in sorted(noted)],
         "seconds": round(time.time() - started, 1),
     }
-    merged, written = finish(output_dir, meta, *shard, failed, noted)
+    merged, written = close_run(output_dir, meta, *shard, failed, noted, "_landmarks.npy")
     print(f"extracted {done} clips ({frames} frames), skipped {skipped} existing, "
           f"{outcome(missing_note(missing, 'video or .pose file', written), refused, failed, noted)}; {meta['seconds']} s; "
           f"metadata: {merged or 'shard file written, merged once every shard has finished'}")

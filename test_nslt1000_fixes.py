@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybrid_asl.cli import HelpFormatter
 from hybrid_asl.clips import LANDMARK_DIM
 from hybrid_asl.errors import DataError
+from hybrid_asl.files import quote
 from hybrid_asl.packing import pack_split
 from hybrid_asl.recipe import compute_class_weights, get_cosine_schedule_with_warmup, verify_feature_dimensions
 from hybrid_asl.splits import SPLIT_HINT, SUBSETS, data_paths, load_split
@@ -180,18 +182,43 @@ def test_integration():
 # ----------------------------------------------------------------------------------------------------------------
 # The user's own data
 
+class DataCheckFailed(DataError):
+    """What stops a run on the user's data, and the command that would pass (or the step that makes it pass)."""
+
+    def __init__(self, message, next_step):
+        super().__init__(message)
+        self.next_step = next_step
+
+
+def check_command(data_dir, subset, modality):
+    return (f"python test_nslt1000_fixes.py --data_dir {quote(data_dir)} --subset {quote(subset)}"
+            + (f" --modality {modality}" if modality != "hybrid" else ""))
+
+
 def check_user_data(data_dir, subset, modality="hybrid", num_frames=16):
-    """-> (lines describing the data, number of clips whose files exist but are unusable). Raises DataError on
-    what would stop a run. Absent files are normal (users have part of WLASL); unusable ones deserve a look."""
+    """-> (lines describing the data, number of clips whose files exist but are unusable). Raises DataCheckFailed
+    on what would stop a run, with the next command to run. Absent files are normal (users have part of WLASL);
+    unusable ones deserve a look."""
     flags = argparse.Namespace(data_dir=data_dir, subset=subset, gemma_features_dir=None, landmarks_dir=None,
                                cache_dir=None, no_cache=True)
     data_dir, split_path, gemma_dir, landmarks_dir, _ = data_paths(flags)  # as training finds them
-    clips = load_split(split_path, hint=SPLIT_HINT)
+    try:
+        clips = load_split(split_path, hint=SPLIT_HINT)
+    except DataError as e:
+        present = sorted(p.name for p in Path(data_dir).glob("nslt_*.json")) if Path(data_dir).is_dir() else []
+        raise DataCheckFailed(str(e), check_command(data_dir, present[0], modality) if present else
+                              "put the split files (nslt_*.json) in a folder and pass it as --data_dir")
     lines = [f"{split_path}: {len(clips)} clips, {len({c.class_id for c in clips.values()})} classes"]
-    for folder, stream in ((gemma_dir, "gemma"), (landmarks_dir, "landmarks")):
+    folders = {"gemma": gemma_dir, "landmarks": landmarks_dir}
+    for stream, folder in folders.items():
         if modality in ("hybrid", stream) and not folder.is_dir():
-            raise DataError(f"{folder} not found: extract the {stream} files first (README 'Preparing WLASL'), "
-                            f"or check with --modality {'landmarks' if stream == 'gemma' else 'gemma'}")
+            other = "landmarks" if stream == "gemma" else "gemma"
+            step = (check_command(data_dir, subset, other) if folders[other].is_dir() else
+                    f"python {'extract_gemma_features.py' if stream == 'gemma' else 'extract_landmarks.py'} "
+                    f"--videos_dir VIDEOS --data_dir {quote(data_dir)} --subset {quote(subset)}, then "
+                    f"{check_command(data_dir, subset, modality)}")
+            raise DataCheckFailed(f"{folder} not found: extract the {stream} files first (README 'Preparing WLASL'), "
+                                  f"or check the other stream alone with --modality {other}", step)
     gemma_dim = None
     if modality != "landmarks":
         with contextlib.redirect_stdout(io.StringIO()) as log:
@@ -206,7 +233,12 @@ def check_user_data(data_dir, subset, modality="hybrid", num_frames=16):
         lines.append(split.report())
         unusable += sum(n for reason, n in split.skipped.items() if reason != "missing")
         if len(split) == 0:
-            raise DataError(f"no usable {name} clip: check {gemma_dir} and {landmarks_dir}")
+            usable = [m for m in ("landmarks", "gemma") if m != modality and folders[m].is_dir()
+                      and any(folders[m].glob("*.npy"))]
+            raise DataCheckFailed(f"no usable {name} clip: check {gemma_dir} and {landmarks_dir}",
+                                  check_command(data_dir, subset, usable[0]) if usable and modality == "hybrid" else
+                                  f"extract the clips of {split_path.name} (README 'Preparing WLASL'), then "
+                                  f"{check_command(data_dir, subset, modality)}")
     return lines, unusable
 
 
@@ -215,7 +247,7 @@ CHECKS = [test_class_weights, test_feature_dimension_verification, test_warmup_s
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--data_dir", help="also check this WLASL data folder (default data/wlasl with --subset)")
     parser.add_argument("--subset", help="split file to check, in --data_dir or a path (default nslt_1000.json)")
     parser.add_argument("--modality", default="hybrid", choices=("hybrid", "landmarks", "gemma"),
@@ -242,8 +274,9 @@ def main(argv=None):
             print("PASS  your data" + (f" ({unusable} clips have unusable files and will be skipped: see the "
                                        "'skipped' counts above; re-extract them)" if unusable else ""))
             passed += 1
-        except DataError as e:
+        except DataCheckFailed as e:
             print(f"FAIL  your data: {e}")
+            print(f"      next: {e.next_step}")
             failed += 1
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

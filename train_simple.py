@@ -14,6 +14,7 @@ label_mapping.json, summary.csv (one row per epoch) and metrics.json (val and te
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -24,19 +25,20 @@ import torch
 from tqdm import tqdm
 
 from hybrid_asl import plots
-from hybrid_asl.augment import add_augment_args, augment_config_from_args
+from hybrid_asl.augment import add_augment_args, augment_config_from_args, default_preset
 from hybrid_asl.batches import BatchLoader, place_splits_on_device
 from hybrid_asl.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, restore_training, save_checkpoint
-from hybrid_asl.cli import (HelpFormatter, Terminated, exit_code, explicit_flags, float_range, int_range,
+from hybrid_asl.cli import (HelpFormatter, Refused, Terminated, exit_code, explicit_flags, float_range, int_range,
                             open_probability, resolve_device, run_cli)
 from hybrid_asl.engine import EMA, build_steps, evaluate, uses_bf16
 from hybrid_asl.errors import DataError
-from hybrid_asl.files import atomic_write_bytes, check_output_path, make_folder, write_json
+from hybrid_asl.files import atomic_write_bytes, check_output_path, make_folder, quote, write_json
 from hybrid_asl.landmarks import landmark_preprocessor
 from hybrid_asl.packing import load_run_data
 from hybrid_asl.recipe import (build_model, compute_class_weights, get_cosine_schedule_with_warmup,
                                model_config, model_memory_check, verify_feature_dimensions)  # noqa: F401 (seed API)
-from hybrid_asl.run_folder import RUN_FILES, check_output_dir, lock_run_folder, tensorboard_writer, write_summary
+from hybrid_asl.run_folder import (RUN_FILES, ConsoleLog, check_output_dir, lock_run_folder, tensorboard_writer,
+                                   write_summary)
 from hybrid_asl.splits import MODALITIES
 from hybrid_asl_model_simple import FUSION_TYPES
 
@@ -45,6 +47,10 @@ DEMO_SETTINGS = dict(data_dir=str(ROOT / "data" / "demo"), subset="nslt_demo.jso
                      epochs=30, batch_size=16, warmup_epochs=3, lr=1e-3, dropout=0.3, use_class_weights=True)
 # The learning-rate schedule and its steps live in the checkpoint: a resumed run cannot change them; nor the model.
 SCHEDULE_KEYS = ("lr", "warmup_epochs", "min_lr_ratio", "batch_size", "weight_decay")
+# Protocol 4 (BENCHMARKS.md) chose these on 112 classes of real signers at 5 clips per class: small training splits
+# need thousands of optimizer steps, and landmarks alone can keep every frame of a clip (they are cheap).
+DEFAULT_EPOCHS, MIN_STEPS = 50, 4000
+LANDMARK_FRAMES = 64   # --modality landmarks: frames per clip when neither --landmark_frames nor --num_frames is given
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
                     "no_landmark_norm", "legacy_pos_encoding")
 
@@ -59,6 +65,10 @@ def build_parser():
     g.add_argument("--modality", default="hybrid", choices=MODALITIES,
                    help="hybrid: both streams; landmarks or gemma: one stream, the other's files are not needed")
     g.add_argument("--num_frames", type=int_range(1, 4096), default=16, help="frames per clip after uniform sampling")
+    g.add_argument("--landmark_frames", type=int_range(1, 4096), default=None,
+                   help="frames per clip of --modality landmarks (landmarks are cheap: every frame of a clip up to "
+                        f"this many; default {LANDMARK_FRAMES}, or --num_frames when that is given). The hybrid "
+                        "models fuse both streams frame by frame and use --num_frames")
     g.add_argument("--gemma_feature_dim", type=int_range(1, 65536), default=2560,
                    help="Gemma feature width (2560 projector, 1152 vision tower); detected from the files")
     g.add_argument("--cache_dir", default=None, help="packed-split cache (default <data_dir>/.cache)")
@@ -84,7 +94,12 @@ def build_parser():
                    help="learned positional encoding of the seed's old checkpoints instead of sinusoidal")
 
     g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int_range(1, 100000), default=50, help="training epochs")
+    g.add_argument("--epochs", type=int_range(1, 100000), default=None,
+                   help=f"training epochs (default {DEFAULT_EPOCHS}, or more on a small training split: enough for "
+                        "--min_steps optimizer steps). Given explicitly, it wins")
+    g.add_argument("--min_steps", type=int_range(0, 10**8), default=MIN_STEPS,
+                   help=f"when --epochs is not given: train at least this many optimizer steps (default {MIN_STEPS}; "
+                        f"small splits otherwise get a few hundred); 0 = always {DEFAULT_EPOCHS} epochs")
     g.add_argument("--batch_size", type=int_range(1, 65536), default=32, help="clips per step")
     g.add_argument("--lr", type=float_range(0.0, 10.0, low_open=True), default=3e-4, help="peak learning rate (AdamW)")
     g.add_argument("--weight_decay", type=float_range(0.0, 100.0), default=0.05, help="AdamW weight decay")
@@ -93,6 +108,9 @@ def build_parser():
                    help="final learning rate as a fraction of --lr")
     g.add_argument("--grad_clip", type=float_range(0.0, 1e6, low_open=True), default=1.0, help="max gradient norm")
     g.add_argument("--label_smoothing", type=open_probability, default=0.1, help="label smoothing of the loss")
+    g.add_argument("--balanced_sampling", action="store_true",
+                   help="draw training clips class-balanced (each class equally often in expectation, with "
+                        "replacement) instead of one pass over every clip: an option for long-tailed WLASL")
     g.add_argument("--use_class_weights", dest="use_class_weights", action="store_true", default=False,
                    help="weight the loss by inverse class frequency (recommended for nslt_1000)")
     g.add_argument("--no_class_weights", dest="use_class_weights", action="store_false",
@@ -104,7 +122,8 @@ def build_parser():
     add_augment_args(p)
 
     g = p.add_argument_group("run")
-    g.add_argument("--output_dir", default=None, help="run folder (default runs/<subset>-<timestamp>)")
+    g.add_argument("--output_dir", "--checkpoint_dir", "--log_dir", default=None,
+                   help="run folder: checkpoints, logs, results (default runs/<subset>-<timestamp>)")
     g.add_argument("--resume", default=None, help="continue the run saved in this last.pt")
     g.add_argument("--overwrite", action="store_true", help="train into an --output_dir that already holds a run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -118,7 +137,10 @@ def build_parser():
                         "many small kernels of augmentation, normalization and the model; it costs ~1 minute once)")
     g.add_argument("--tensorboard", action="store_true",
                    help="also log to <output_dir>/tensorboard (scalars per epoch, lr per step); needs tensorboard")
-    g.add_argument("--verbose", action="store_true", help="more detail in the log")
+    g.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
+    g.add_argument("--val_split", action=Refused,
+                   help="this trainer never splits at random: the split file's own 'subset' field (train/val/test) "
+                        "decides, as in the WLASL release; edit the split file to change it")
     return p
 
 
@@ -134,7 +156,11 @@ def settings(argv):
     resume = None
     if args.resume:
         resume = load_checkpoint(args.resume)
-        saved = {**resume["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume}
+        if "optimizer" not in resume:
+            raise DataError(f"--resume {quote(args.resume)} holds the weights for inference only (a best.pt); resume "
+                            f"from the run's last.pt: --resume {quote(Path(args.resume).parent / 'last.pt')}")
+        saved = {"landmark_frames": resume["args"].get("num_frames"), "min_steps": 0,  # runs saved before these
+                 **resume["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume}
         if "output_dir" not in given:
             saved["output_dir"] = str(Path(args.resume).parent)
         args = argparse.Namespace(**{**vars(args), **saved})
@@ -147,21 +173,63 @@ def settings(argv):
         for key, value in DEMO_SETTINGS.items():
             if key not in given:
                 setattr(args, key, value)
+    if args.augment is None:  # recorded in args.json as chosen
+        args.augment = default_preset(args.modality)
     if args.model == "full" and args.modality != "hybrid":
         parser.error("--model full fuses both streams; use --modality hybrid (or --model simple)")
     if args.hidden_dim % args.num_heads:
         parser.error(f"--hidden_dim {args.hidden_dim} must be divisible by --num_heads {args.num_heads}")
+    if resume is None:
+        args.num_frames = clip_frames(parser, args, given)
+    for key in ("data_dir", "gemma_features_dir", "landmarks_dir", "cache_dir"):  # recorded as absolute paths, so
+        if getattr(args, key):                                                   # evaluate/predict work from any folder
+            setattr(args, key, os.path.abspath(getattr(args, key)))
+    if os.path.isfile(args.subset):
+        args.subset = os.path.abspath(args.subset)
     return parser, args, given, resume
 
 
+def clip_frames(parser, args, given):
+    """Frames per clip: the landmark stream alone keeps up to --landmark_frames (cheap to keep), every model that
+    sees Gemma features uses --num_frames (the fusion pairs the streams frame by frame)."""
+    if args.modality == "landmarks":
+        frames = args.landmark_frames or (args.num_frames if "num_frames" in given else LANDMARK_FRAMES)
+    else:
+        if args.landmark_frames is not None and args.landmark_frames != args.num_frames:
+            parser.error(f"--landmark_frames {args.landmark_frames}: --modality {args.modality} pairs the landmark and "
+                         f"Gemma frames one to one, so both use --num_frames {args.num_frames}; drop --landmark_frames "
+                         "(or give --num_frames), or use --modality landmarks")
+        frames = args.num_frames
+    args.landmark_frames = frames if args.modality != "gemma" else None
+    return frames
+
+
+def training_epochs(args, train_clips):
+    """--epochs when given; else DEFAULT_EPOCHS, raised so that the run makes at least --min_steps optimizer steps."""
+    if args.epochs is not None:
+        return args.epochs
+    steps_per_epoch = -(-train_clips // args.batch_size)
+    return max(DEFAULT_EPOCHS, -(-args.min_steps // max(1, steps_per_epoch)))
+
+
 def main(argv=None):
-    with contextlib.ExitStack() as cleanup:  # releases the run folder's lock however the run ends
-        return train(sys.argv[1:] if argv is None else argv, cleanup)
+    with contextlib.ExitStack() as cleanup:  # releases the run folder's lock and the log however the run ends
+        log = cleanup.enter_context(ConsoleLog())  # the console, kept in <run>/train.log
+        try:
+            return train(sys.argv[1:] if argv is None else argv, cleanup, log)
+        except DataError as e:
+            log.write(f"error: {e}\n")  # printed on the console by run_cli
+            raise
 
 
-def train(argv, cleanup):
+def train(argv, cleanup, log):
     parser, args, given, resume = settings(argv)
     device = resolve_device(parser, args.device)
+    if resume is not None and resume["epoch"] >= args.epochs and \
+            (Path(args.output_dir) / "metrics.json").is_file():  # a finished run: its results stay as they are
+        print(f"{quote(args.resume)}: the run finished all {args.epochs} epochs; its results are in "
+              f"{Path(args.output_dir) / 'metrics.json'}. To train it longer: --resume {quote(args.resume)} --epochs N")
+        return 0
     if args.output_dir is not None and Path(args.output_dir).is_dir():
         lock_run_folder(args.output_dir, cleanup)  # before looking at what the folder holds: it may be in use
     if not args.overwrite:
@@ -177,6 +245,14 @@ def train(argv, cleanup):
                         f"data ({data.num_classes} classes, feature width {data.gemma_dim}); resume with the run's "
                         "own --data_dir and --subset")
     splits, label_mapping, num_classes, gemma_dim = data.splits, data.label_mapping, data.num_classes, data.gemma_dim
+    if args.epochs is None:
+        args.epochs = training_epochs(args, len(splits["train"]))
+        if args.epochs != DEFAULT_EPOCHS:
+            print(f"epochs: {args.epochs} ({len(splits['train'])} training clips: at least --min_steps "
+                  f"{args.min_steps} optimizer steps; --epochs N sets it)")
+    if args.warmup_epochs >= args.epochs:
+        print(f"warning: --warmup_epochs {args.warmup_epochs} >= --epochs {args.epochs}: the learning rate only "
+              f"warms up and never decays; give fewer warmup epochs (e.g. --warmup_epochs {args.epochs // 10})")
     train_counts = np.bincount(splits["train"].labels, minlength=num_classes)
 
     # ---- run folder ------------------------------------------------------------------------------------------
@@ -192,6 +268,7 @@ def train(argv, cleanup):
     if not out_dir.is_dir():
         make_folder(out_dir, "--output_dir")
         lock_run_folder(out_dir, cleanup)
+    log.start(out_dir, resumed=resume is not None)
     source_best = Path(args.resume).parent / "best.pt" if args.resume else None
     if source_best is not None and source_best.is_file() and not (out_dir / "best.pt").is_file():
         # resuming into a new folder: it starts with the best checkpoint so far, so the branch is self-contained
@@ -218,7 +295,8 @@ def train(argv, cleanup):
     on_device = place_splits_on_device(splits, device, args.gpu_cache_gb)
     # On CUDA every batch has the same shape (the last one padded with weight-0 rows), graphs or not, so that
     # eager and replayed runs do the same arithmetic.
-    loaders = {name: BatchLoader(splits[name], args.batch_size, device, on_device[name], device.type == "cuda")
+    loaders = {name: BatchLoader(splits[name], args.batch_size, device, on_device[name], device.type == "cuda",
+                                 balanced=args.balanced_sampling and name == "train")
                for name in ("train", "val", "test")}
     scheduler = get_cosine_schedule_with_warmup(optimizer, args.warmup_epochs, args.epochs, len(loaders["train"]),
                                                 args.min_lr_ratio)
@@ -241,15 +319,18 @@ def train(argv, cleanup):
         print(f"resumed from {args.resume} after epoch {start_epoch}")
 
     def checkpoint(epoch, weights=None):
-        """Everything to evaluate (config, normalization, labels, weights) and to resume (optimizer, schedule)."""
-        return {"format": CHECKPOINT_FORMAT, "model_config": config,
-                "landmark_normalization": prepare.state() if prepare is not None else None,
-                "model": model.state_dict() if weights is None else weights, "ema": ema.model.state_dict() if ema is not None else None,
-                "ema_updates": ema.updates.item() if ema is not None else 0.0, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                "best_val_top1": best_top1, "best_epoch": best_epoch, "history": history, "args": vars(args),
-                "label_mapping": label_mapping, "gemma_dim": gemma_dim, "num_classes": num_classes,
-                "train_counts": train_counts.tolist()}
+        """What inference needs (config, normalization, labels, the weights to use: best.pt is only this) and,
+        without `weights`, what resuming needs too (the model's and the EMA's weights, optimizer, schedule)."""
+        state = {"format": CHECKPOINT_FORMAT, "model_config": config,
+                 "landmark_normalization": prepare.state() if prepare is not None else None,
+                 "model": weights, "epoch": epoch, "best_val_top1": best_top1, "best_epoch": best_epoch,
+                 "history": history, "args": vars(args), "label_mapping": label_mapping, "gemma_dim": gemma_dim,
+                 "num_classes": num_classes, "train_counts": train_counts.tolist()}
+        if weights is None:
+            state.update(model=model.state_dict(), ema=ema.model.state_dict() if ema is not None else None,
+                         ema_updates=ema.updates.item() if ema is not None else 0.0,
+                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict())
+        return state
 
     eval_model = ema.model if ema is not None else model  # evaluation and model selection use the EMA when it is on
     steps = build_steps(model, eval_model, prepare, optimizer, scaler, ema, class_weights,
@@ -291,7 +372,7 @@ def train(argv, cleanup):
             if nonfinite and nonfinite > n_steps // 2:  # most of an epoch lost: something is wrong, stop
                 print(f"error: {nonfinite} of {n_steps} steps in epoch {epoch + 1} had a non-finite loss; lower --lr "
                       f"(now {args.lr:g}) or check the features for extreme values. The last good checkpoint is "
-                      f"{out_dir / 'last.pt'}", file=sys.stderr)
+                      f"{quote(out_dir / 'last.pt')}", file=sys.stderr)
                 return 1
             if nonfinite:
                 print(f"warning: skipped {nonfinite} steps with a non-finite loss in epoch {epoch + 1}")

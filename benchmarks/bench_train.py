@@ -3,6 +3,7 @@ Training-throughput benchmark at WLASL scale: the per-file DataLoader path again
 
     python bench_train.py                                   # nslt_2000 scale, D=2048, 16 frames, batch 32
     python bench_train.py --subset ../shared/data/wlasl/nslt_1000.json --feature_dim 2560
+    python bench_train.py --subset ../shared/data/wlasl/nslt_1000.json --feature_dim 2560 --memory_cap_gb 4 --skip_reference
     python bench_train.py --subset ../shared/data/wlasl/nslt_100.json --device cpu --epochs 2   # CPU-sized
 
 It reads the real split file (real ids, labels and split sizes), writes generated features once as per-clip
@@ -157,6 +158,9 @@ def project_phase(cfg):
             "--batch_size", str(cfg["batch_size"]), "--hidden_dim", str(cfg["hidden_dim"]), "--device", cfg["device"],
             "--output_dir", str(out), "--cache_dir", str(Path(cfg["scratch"]) / "cache")] + cfg["extra"]
     if cfg["device"] != "cpu":
+        if cfg["memory_cap_gb"]:  # a small card's budget on a big one: allocations beyond it raise out-of-memory
+            total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cfg["memory_cap_gb"] * 2**30 / total))
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     code = train_script()["main"](argv)
@@ -244,6 +248,8 @@ def main():
     p.add_argument("--skip_reference", action="store_true", help="only time this project's loop")
     p.add_argument("--extra", default="", help="extra train_simple.py flags, e.g. '--no_cuda_graphs'")
     p.add_argument("--out", default="bench_train.json", help="JSON results")
+    p.add_argument("--memory_cap_gb", type=float, default=0,
+                   help="cap train_simple's GPU memory at this many GiB (e.g. 4: does it fit a 4 GB card?)")
     p.add_argument("--startup", action="store_true",
                    help="only time the data start-up (load_splits cold and warm: content digests, packing, cache)")
     args = p.parse_args()
@@ -261,7 +267,8 @@ def main():
     shutil.rmtree(scratch / "cache", ignore_errors=True)
     cfg = dict(data_dir=str(data_dir), split_name=Path(args.subset).name, feature_dim=args.feature_dim,
                num_frames=args.num_frames, hidden_dim=args.hidden_dim, batch_size=args.batch_size,
-               epochs=args.epochs, device=args.device, scratch=str(scratch), extra=args.extra.split())
+               epochs=args.epochs, device=args.device, scratch=str(scratch), extra=args.extra.split(),
+               memory_cap_gb=args.memory_cap_gb)
     if args.startup:
         r = run_phase(startup_phase, cfg)
         print(f"{Path(args.subset).name}: {r['clips']} clips, {r['files']} files, D={args.feature_dim}: "

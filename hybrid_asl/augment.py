@@ -16,6 +16,7 @@ before landmarks.LandmarkPreprocessor. Landmark layout: see landmarks.py.
   crop                                 keep a random contiguous part of the real frames
   frame_mask                           zero the content of random real frames, in both streams (mask kept)
   hand_drop                            zero one whole hand block for the clip (detector misses)
+  jitter                               gaussian noise on every detected point (tracker noise), in shoulder widths
   mirror                               x -> 1 - x, swap left/right hand blocks and pose pairs 11<->12, ...
                                        OPT-IN (default 0): some signs change meaning with the dominant hand
   gemma_noise / gemma_drop             gaussian noise relative to the clip's feature RMS / channel dropout
@@ -30,19 +31,19 @@ from hybrid_asl.landmarks import NUM_POINTS, clip_centre_scale, point_presence
 
 # Probabilities are per clip; magnitudes live in the preset only (flags exist for probabilities).
 _OFF = dict(rotate_p=0.0, scale_p=0.0, shear_p=0.0, translate_p=0.0, speed_p=0.0, crop_p=0.0,
-            frame_mask_p=0.0, hand_drop_p=0.0, mirror_p=0.0, gemma_noise_p=0.0, gemma_drop_p=0.0)
+            frame_mask_p=0.0, hand_drop_p=0.0, mirror_p=0.0, gemma_noise_p=0.0, gemma_drop_p=0.0, jitter_p=0.0)
 _MAGNITUDES = dict(rotate_deg=15.0, scale_range=0.15, aspect_range=0.1, shear_range=0.15,
                    translate_range=0.25,               # in shoulder widths
                    speed_min=0.7, speed_max=1.3, crop_min=0.8, frame_mask_ratio=0.1,
-                   gemma_noise_std=0.1, gemma_drop_ratio=0.1)
+                   gemma_noise_std=0.1, gemma_drop_ratio=0.1, jitter_std=0.02)
 AUGMENT_PRESETS = {
     "none": {**_OFF, **_MAGNITUDES},
     "light": {**_MAGNITUDES, **dict(
         rotate_p=0.5, scale_p=0.5, shear_p=0.3, translate_p=0.5, speed_p=0.5, crop_p=0.2,
-        frame_mask_p=0.2, hand_drop_p=0.05, mirror_p=0.0, gemma_noise_p=0.5, gemma_drop_p=0.2)},
+        frame_mask_p=0.2, hand_drop_p=0.05, mirror_p=0.0, gemma_noise_p=0.5, gemma_drop_p=0.2, jitter_p=0.0)},
     "strong": {**_MAGNITUDES, **dict(
         rotate_p=0.8, scale_p=0.8, shear_p=0.5, translate_p=0.8, speed_p=0.8, crop_p=0.5,
-        frame_mask_p=0.5, hand_drop_p=0.1, mirror_p=0.0, gemma_noise_p=0.8, gemma_drop_p=0.5,
+        frame_mask_p=0.5, hand_drop_p=0.1, mirror_p=0.0, gemma_noise_p=0.8, gemma_drop_p=0.5, jitter_p=0.0,
         rotate_deg=25.0, scale_range=0.25, aspect_range=0.15, shear_range=0.25, translate_range=0.5,
         crop_min=0.6, frame_mask_ratio=0.2, gemma_noise_std=0.2, gemma_drop_ratio=0.2)},
 }
@@ -59,6 +60,19 @@ _FLAG_HELP = {
     "mirror_p": "probability of mirroring (flip x, swap hands); opt-in, can change a sign's meaning",
     "gemma_noise_p": "probability of gaussian noise on the Gemma features per clip",
     "gemma_drop_p": "probability of Gemma feature-channel dropout per clip",
+    "jitter_p": "probability of gaussian noise on every detected landmark of the clip",
+}
+# Flags of the project this one replaces, and what each sets: (help, {setting: value or "value"})
+FAMILIAR = {
+    "temporal_jitter": ("probability of temporal resampling per clip (= --aug_speed_p)", {"speed_p": "value"}),
+    "temporal_mask_prob": ("probability of zeroing random frames per clip (= --aug_frame_mask_p)",
+                           {"frame_mask_p": "value"}),
+    "feature_dropout": ("fraction of Gemma feature channels dropped in every clip (0 = off)",
+                        {"gemma_drop_p": "on", "gemma_drop_ratio": "value"}),
+    "feature_noise": ("std of gaussian noise on the Gemma features of every clip, relative to the clip's RMS "
+                      "(0 = off)", {"gemma_noise_p": "on", "gemma_noise_std": "value"}),
+    "landmark_jitter": ("std of gaussian noise on every detected landmark, in shoulder widths (0 = off)",
+                        {"jitter_p": "on", "jitter_std": "value"}),
 }
 
 
@@ -70,19 +84,36 @@ def _mirror_perm(device):
 
 
 def add_augment_args(parser):
-    """Add the 'augmentation' argparse group: --augment preset and one probability flag per augmentation."""
+    """Add the 'augmentation' argparse group: --augment preset, one probability flag per augmentation, and the
+    familiar flags of the project this one replaces (--no_augmentation, --temporal_jitter, ...)."""
     g = parser.add_argument_group("augmentation")
-    g.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default="light",
-                   help="training augmentation preset (none = plain legacy behaviour)")
+    g.add_argument("--augment", choices=sorted(AUGMENT_PRESETS), default=None,
+                   help="training augmentation preset (none = plain legacy behaviour; default: strong for "
+                        "--modality landmarks, light for the streams with Gemma features)")
+    g.add_argument("--no_augmentation", dest="augment", action="store_const", const="none",
+                   help="same as --augment none")
     for key in PROB_KEYS:
         g.add_argument(f"--aug_{key}", type=probability, default=None,
                        help=f"{_FLAG_HELP[key]} (default: the preset's value)")
+    for name, (text, _) in FAMILIAR.items():
+        g.add_argument(f"--{name}", type=probability, default=None, help=f"{text} (default: the preset's)")
     return g
 
 
+def default_preset(modality):
+    """Landmarks alone won with strong augmentation on 112 classes of real signers (BENCHMARKS.md, Protocol 4);
+    the streams with Gemma features keep light."""
+    return "strong" if modality == "landmarks" else "light"
+
+
 def augment_config_from_args(args) -> dict:
-    """The --augment preset with every explicitly given --aug_*_p flag merged over it."""
-    cfg = dict(AUGMENT_PRESETS[args.augment])
+    """The --augment preset with the familiar flags, then every explicitly given --aug_*_p flag, merged over it."""
+    cfg = dict(AUGMENT_PRESETS[args.augment or default_preset(getattr(args, "modality", "hybrid"))])
+    for name, (_, settings) in FAMILIAR.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            for key, what in settings.items():
+                cfg[key] = float(value) if what == "value" else float(value > 0)
     for key in PROB_KEYS:
         value = getattr(args, f"aug_{key}", None)
         if value is not None:
@@ -221,4 +252,12 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
             g = g * factor[:, None, :]
     else:
         g = None
+    if lm is not None and cfg["jitter_p"] > 0:  # drawn last, and only when on: the other draws stay as they were
+        on = (rand(B) < cfg["jitter_p"]).float()
+        pts = lm.reshape(B, T, NUM_POINTS, 3)
+        _, scale = clip_centre_scale(lm, new_mask)
+        noise = torch.randn(pts.shape, generator=generator, device=gen_dev).to(dev)
+        sigma = (cfg["jitter_std"] * scale * on)[:, None, None, None]
+        pts = torch.where(point_presence(lm)[..., None], pts + noise * sigma, pts)  # undetected stays 0
+        lm = pts.reshape(B, T, -1) * new_mask[..., None]
     return g, None if lm is None else lm.to(landmarks.dtype), new_mask

@@ -57,9 +57,9 @@ class BatchLoader:
     (what CUDA graphs need); padded rows sit at the end of the batch.
     """
 
-    def __init__(self, split, batch_size, device, on_device=False, fixed_size=False):
+    def __init__(self, split, batch_size, device, on_device=False, fixed_size=False, balanced=False):
         self.split, self.batch_size, self.device = split, batch_size, torch.device(device)
-        self.fixed_size, self.on_device = fixed_size, on_device
+        self.fixed_size, self.on_device, self.balanced = fixed_size, on_device, balanced
         assert fixed_size or not on_device, "batches gathered on the device are fixed-size (one shape to replay)"
         self.num_frames = next(a.shape[1] for a in (split.gemma, split.landmarks) if a is not None)
         if on_device:
@@ -73,7 +73,15 @@ class BatchLoader:
     def batch_indices(self, shuffle=False, seed=0):
         """Row indices of every batch, in order, and how many rows of each are real."""
         n = len(self.split)
-        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        rng = np.random.default_rng(seed)
+        if shuffle and self.balanced:
+            # Class-balanced (--balanced_sampling): every class is drawn equally often in expectation; an epoch is
+            # still n clips, drawn with replacement with probability 1 / (clips of its class).
+            labels = np.asarray(self.split.labels)
+            p = 1.0 / np.bincount(labels)[labels]
+            order = rng.choice(n, size=n, replace=True, p=p / p.sum())
+        else:
+            order = rng.permutation(n) if shuffle else np.arange(n)
         batches = []
         for start in range(0, n, self.batch_size):
             # Sorted rows read sequentially from the memory map; the order inside a batch does not matter.

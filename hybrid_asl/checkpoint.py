@@ -80,13 +80,13 @@ def load_checkpoint(path):
         raise DataError(f"{path} was written by an incompatible version of train_simple.py (format "
                         f"{checkpoint['format']} without {', '.join(missing) or 'its settings'}); retrain with this "
                         "version")
-    older = [k for k in ADDED_LATER if k not in checkpoint]
-    for key in older:
-        checkpoint[key] = ADDED_LATER[key][1]
-    if older:
-        checkpoint["older_version"] = (f"written before {min(ADDED_LATER[k][0] for k in older)} (no "
-                                       f"{', '.join(older)} in it)")
     if checkpoint["format"] == FORMAT_1:
+        older = [k for k in ADDED_LATER if k not in checkpoint]
+        for key in older:
+            checkpoint[key] = ADDED_LATER[key][1]
+        if older:
+            checkpoint["older_version"] = (f"written before {min(ADDED_LATER[k][0] for k in older)} (no "
+                                           f"{', '.join(older)} in it)")
         upgrade_format_1(checkpoint)
     return checkpoint
 

@@ -105,8 +105,25 @@ probability = float_range(0.0, 1.0)               # a chance per clip, 0 and 1 i
 open_probability = float_range(0.0, 1.0, high_open=True)  # dropout, label smoothing, EMA decay: 1 would be nonsense
 
 
+class Refused(argparse.Action):
+    """A flag that this tool answers with an argparse error saying why and what to do instead (help=the reason)."""
+
+    def __init__(self, option_strings, dest, nargs=None, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string}: {self.help}")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help keeps the docstring's layout and shows every flag's default."""
+    """--help keeps the docstring's layout and shows every flag's default (not None or False, which say nothing,
+    and not twice where the help already names it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def explicit_flags(parser, argv):

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 
 from hybrid_asl.cli import run_cli
-from hybrid_asl.files import atomic_write, read_text, write_json
+from hybrid_asl.errors import DataError
+from hybrid_asl.files import atomic_write, few_found_hint, read_text, write_json
 from hybrid_asl.splits import video_id_problem
 
 def parse_shard(text):
@@ -103,24 +104,81 @@ def shard_metadata_name(index, count):
     return f"extraction_metadata.shard-{index}-of-{count}.json"
 
 
-def write_metadata(output_dir, meta, index, count):
+def read_metadata(output_dir):
+    """The folder's extraction_metadata.json as a dict ({} when absent or unreadable)."""
+    try:
+        return json.loads(read_text(os.path.join(output_dir, METADATA_NAME), "metadata"))
+    except (DataError, ValueError):
+        return {}
+
+
+def check_same_settings(output_dir, tool, settings, overwrite, flags=None):
+    """A folder holds the outputs of one setting: a run with other settings (model, layer, frames per clip) would
+    mix incompatible files. settings: {metadata key: value}, compared with the folder's metadata["settings"];
+    flags: {metadata key: the flag's name} where they differ."""
+    old = read_metadata(output_dir)
+    if overwrite or old.get("tool") != tool:
+        return
+    recorded = {**old, **old.get("settings", {})}  # metadata of before 2026-12-03 kept the Gemma settings on top
+    differ = [f"{(flags or {}).get(key, '--' + key)} {recorded.get(key)}" for key, value in settings.items()
+              if recorded.get(key) != value]
+    if differ:
+        raise DataError(f"{output_dir} holds outputs made with {', '.join(differ)}; run with the same settings to "
+                        "add clips, or use another --output_dir (--overwrite re-extracts everything)")
+
+
+def write_metadata(output_dir, meta, index, count, suffix):
     """Writes this run's metadata; a sharded run writes its shard file, then merges when every shard is there.
 
     Every shard writes its own file before it tries the merge, so whichever shard finishes last (a torchrun
-    rank or a machine given --shard) sees all of them and writes the merged extraction_metadata.json.
-    Returns the path of the merged file, or None while shards are still missing.
+    rank or a machine given --shard) sees all of them and writes the merged extraction_metadata.json. An earlier
+    run's metadata in the folder is added to, not replaced (add_to_earlier). Returns the path of the merged
+    file, or None while shards are still missing.
     """
     if count == 1:
         path = os.path.join(output_dir, METADATA_NAME)
-        write_json(path, meta)
+        write_json(path, add_to_earlier(read_metadata(output_dir), meta, output_dir, suffix))
         return path
     write_json(os.path.join(output_dir, shard_metadata_name(index, count)), meta)
-    return merge_metadata(output_dir, count)
+    return merge_metadata(output_dir, count, suffix)
 
 
-def merge_metadata(output_dir, count):
-    """Merges the `count` shard files into extraction_metadata.json (counts summed, missing ids and failures
-    joined) if all exist."""
+ID_LISTS = ("missing", "refused", "failed", "notes")  # per-clip lists, by video id (missing: plain ids)
+
+
+def add_to_earlier(earlier, meta, output_dir, suffix):
+    """This run's metadata with what earlier runs into the same folder recorded: a "runs" history (when, split,
+    counts), the per-clip lists joined (this run's entry wins for an id it touched), entries of clips whose output
+    exists now dropped, and outputs_present counted over the whole folder."""
+    if earlier.get("tool") != meta.get("tool"):
+        earlier = {}
+    merged = dict(meta)
+    merged["runs"] = earlier.get("runs", [] if not earlier else [run_record(earlier)]) + [run_record(meta)]
+    done = {name[:-len(suffix)] for name in os.listdir(output_dir) if name.endswith(suffix)}
+
+    def key(entry):
+        return entry if isinstance(entry, str) else entry.get("video_id")
+    for name in ID_LISTS:
+        touched = {key(e) for e in meta.get(name, [])}
+        kept = [e for e in earlier.get(name, []) if key(e) not in touched]
+        entries = kept + list(meta.get(name, []))
+        if name != "notes":  # a clip extracted since is no longer missing, refused or failed
+            entries = [e for e in entries if key(e) not in done]
+        merged[name] = sorted(entries, key=key)
+    merged["counts"] = dict(meta["counts"], outputs_present=len(done))
+    return merged
+
+
+def run_record(meta):
+    record = {k: meta.get(k) for k in ("created", "subset", "shard", "counts", "seconds")}
+    if record["subset"] is None:  # extract_landmarks.py keeps it among its settings
+        record["subset"] = meta.get("settings", {}).get("subset")
+    return record
+
+
+def merge_metadata(output_dir, count, suffix):
+    """Merges the `count` shard files into extraction_metadata.json (counts summed, per-clip lists joined) if all
+    exist, added to an earlier run's metadata."""
     parts = []
     for k in range(count):
         path = os.path.join(output_dir, shard_metadata_name(k, count))
@@ -133,18 +191,18 @@ def merge_metadata(output_dir, count):
     merged = dict(parts[0])
     merged["shard"] = f"merged from {count} shards"
     merged["counts"] = {k: sum(p["counts"].get(k, 0) for p in parts) for k in parts[0]["counts"]}
-    merged["missing"] = sorted(v for p in parts for v in p.get("missing", []))
-    merged["failed"] = [f for p in parts for f in p["failed"]]
+    for name in ID_LISTS:
+        merged[name] = [e for p in parts for e in p.get(name, [])]
     merged["seconds"] = max(p.get("seconds", 0) for p in parts)
     path = os.path.join(output_dir, METADATA_NAME)
-    write_json(path, merged)
+    write_json(path, add_to_earlier(read_metadata(output_dir), merged, output_dir, suffix))
     return path
 
 
-def finish(output_dir, meta, index, count, failed, noted):
-    """Writes the run's metadata (write_metadata), then one named warning per failed clip and per note (what was
+def close_run(output_dir, meta, index, count, failed, noted, suffix):
+    """The end of an extraction run: writes its metadata (write_metadata), then one named warning per failed clip and per note (what was
     done about a partial video or a window). Returns (merged metadata path or None, the file this run wrote)."""
-    merged = write_metadata(output_dir, meta, index, count)
+    merged = write_metadata(output_dir, meta, index, count, suffix)
     for video_id, reason in sorted(failed):
         print(f"warning: {video_id} skipped: {reason}", file=sys.stderr)
     for video_id, note in sorted(noted):
@@ -166,3 +224,10 @@ def run_extractor(main, argv=None):
         return 0
     return run_cli(cli, argv, interrupted="interrupted; every clip finished so far is saved: run the same command "
                                           "again to continue")
+
+
+def missing_videos_hint(jobs, missing, videos_dir, extensions):
+    """few_found_hint for the videos of a split: how the first missing id's file would be named."""
+    if not missing or not videos_dir:
+        return None
+    return few_found_hint(len(jobs) - len(missing), len(jobs), videos_dir, f"{missing[0]}{extensions[0]}")

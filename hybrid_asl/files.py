@@ -7,6 +7,7 @@
              start; an output path can never be one of the command's own inputs, or empty
 """
 import csv
+import difflib
 import errno
 import io
 import json
@@ -221,3 +222,27 @@ def check_output_path(path, flag, inputs=()):
                             "that input: choose another path")
     if os.path.isdir(path):
         raise DataError(f"{flag} {path} is a folder; give a file path")
+
+
+def closest_name(folder, expected):
+    """The name in folder most like `expected` (difflib), or None: what a user most likely meant when the file a
+    tool looked for is not there (05237.mp4 vs 5237.mp4, _landmark.npy vs _landmarks.npy)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    match = difflib.get_close_matches(expected, names, n=1, cutoff=0.3)
+    return match[0] if match else None
+
+
+def few_found_hint(found, listed, folder, expected):
+    """A hint line when a tool found none or few (under 20 %) of the files a split names: the folder it searched,
+    the name it expected for one id, and the closest name it saw there. None when enough were found."""
+    if listed == 0 or found >= 0.2 * listed:
+        return None
+    closest = closest_name(folder, expected)
+    seen = (f"the closest name there is {closest}" if closest else
+            "the folder is empty" if os.path.isdir(folder) and not os.listdir(folder) else
+            "the folder does not exist" if not os.path.isdir(folder) else "nothing there looks like it")
+    return (f"hint: found {found} of the {listed} files the split names; searched {quote(folder)} for names like "
+            f"{expected}; {seen}")

@@ -55,7 +55,7 @@ def resolve_model_dir(model_name):
         raise DataError(f"--model_name {model_name}: local folder does not exist; give a Gemma 3 checkpoint folder "
                         f"holding {CHECKPOINT_FILES}, or a hub id such as {DEFAULT_MODEL}")
     hint = (f"model {model_name} is not on this machine; get it once with `hf download {model_name} "
-            f"--include '*.json' '*.safetensors'` (accept its licence on the hub and `hf auth login` first), "
+            f"--include '*.json' --include '*.safetensors'` (accept its licence on the hub and `hf auth login` first), "
             f"or pass --model_name /path/to/a/local/copy")
     try:
         from huggingface_hub import snapshot_download

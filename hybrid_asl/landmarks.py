@@ -60,6 +60,21 @@ def point_presence(landmarks):
     return (pts != 0).any(-1)
 
 
+def masked_lower_median(values, valid, dim):
+    """torch.nanmedian(torch.where(valid, values, nan), dim).values, in a form that exports to ONNX (nanmedian has no
+    ONNX form): the element at sorted position (n - 1) // 2 of the n valid entries (nanmedian's lower median), NaN
+    where none is valid. Sorting and gathering move elements and compute nothing, so the result is nanmedian's bit
+    for bit (a zero may differ in sign: which of the tied 0.0 and -0.0 either one picks is unspecified).
+    values (..., N, ...) float; valid broadcastable to it."""
+    valid = valid.expand_as(values)
+    inf = torch.full((), float("inf"), device=values.device, dtype=values.dtype)  # no host copy: CUDA-graph safe
+    ordered = torch.where(valid, values, inf).sort(dim=dim).values                  # invalid entries sort last
+    n = valid.sum(dim, keepdim=True)
+    picked = ordered.gather(dim, (n - 1).clamp(min=0) // 2).squeeze(dim)
+    nan = torch.full((), float("nan"), device=values.device, dtype=values.dtype)
+    return torch.where(n.squeeze(dim) > 0, picked, nan)
+
+
 def clip_centre_scale(landmarks, mask):
     """Per clip body centre (B,3) and scale (B,) from real frames (mask True) and detected points.
 
@@ -69,14 +84,13 @@ def clip_centre_scale(landmarks, mask):
     B, T, _ = landmarks.shape
     pts = landmarks.reshape(B, T, NUM_POINTS, 3)
     present = point_presence(landmarks) & mask[:, :, None]
-    nan = torch.full((), float('nan'), device=pts.device, dtype=pts.dtype)  # no host copy: CUDA-graph safe
 
     l_sh, r_sh = pts[:, :, L_SHOULDER], pts[:, :, R_SHOULDER]
     width = (l_sh[..., :2] - r_sh[..., :2]).norm(dim=-1)                        # (B,T)
     sh_ok = present[:, :, L_SHOULDER] & present[:, :, R_SHOULDER] & (width > MIN_SCALE)
     # median, not mean: robust to the odd frame where the pose jumps to a wrong person/pose
-    sh_centre = torch.nanmedian(torch.where(sh_ok[..., None], (l_sh + r_sh) / 2, nan), dim=1).values
-    sh_width = torch.nanmedian(torch.where(sh_ok, width, nan), dim=1).values
+    sh_centre = masked_lower_median((l_sh + r_sh) / 2, sh_ok[..., None], dim=1)
+    sh_width = masked_lower_median(width, sh_ok, dim=1)
     has_sh = sh_ok.any(1)
 
     w = present.to(pts.dtype)                                                   # (B,T,54)

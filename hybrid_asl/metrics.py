@@ -65,3 +65,28 @@ def confusion_rows(logits, labels, label_mapping, top=TOP_CONFUSIONS):
                      "predicted_wlasl_id": pred["wlasl_id"], "predicted_gloss": pred["gloss"],
                      "count": int(counts[k])})
     return rows
+
+
+CONFUSION_MATRIX_FIELDS = ["true_index", "true_wlasl_id", "true_gloss", "predicted_index", "predicted_wlasl_id",
+                           "predicted_gloss", "count"]
+
+
+def confusion_counts(logits, labels, num_classes):
+    """(num_classes, num_classes) int64 array: [t, p] is how many clips of class t have p as their top-1
+    prediction (the diagonal holds the right ones). 2,000 classes take 32 MB."""
+    predicted = np.asarray(logits).argmax(axis=1)
+    labels = np.asarray(labels, dtype=np.int64)
+    flat = np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def confusion_matrix_rows(counts, label_mapping):
+    """The non-zero cells of confusion_counts (right ones included) as rows of CONFUSION_MATRIX_FIELDS, by true
+    then predicted index: at most one row per clip, where a dense 2,000 x 2,000 table would hold 4 million."""
+    rows = []
+    for t, p in zip(*np.nonzero(counts)):
+        true, pred = label_mapping[int(t)], label_mapping[int(p)]
+        rows.append({"true_index": int(t), "true_wlasl_id": true["wlasl_id"], "true_gloss": true["gloss"],
+                     "predicted_index": int(p), "predicted_wlasl_id": pred["wlasl_id"],
+                     "predicted_gloss": pred["gloss"], "count": int(counts[t, p])})
+    return rows

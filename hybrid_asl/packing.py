@@ -21,7 +21,7 @@ from tqdm import tqdm
 from hybrid_asl.cli import available_memory_bytes
 from hybrid_asl.clips import LANDMARK_DIM, gemma_file, landmarks_file, load_clip, pad_rows
 from hybrid_asl.errors import ClipError, DataError
-from hybrid_asl.files import read_text, remove_stale_temporaries, write_json
+from hybrid_asl.files import few_found_hint, quote, read_text, remove_stale_temporaries, write_json
 from hybrid_asl.recipe import read_extraction_dim, verify_feature_dimensions
 from hybrid_asl.splits import SUBSETS, build_label_mapping, data_paths, load_glosses, load_split
 
@@ -301,20 +301,26 @@ def load_run_data(args, gemma_dim_given, hint=""):
     for stream, folder, flag, other in (("gemma", gemma_dir, "--gemma_features_dir", "landmarks"),
                                         ("landmarks", landmarks_dir, "--landmarks_dir", "gemma")):
         if args.modality in (stream, "hybrid") and not folder.is_dir():
-            raise DataError(f"{folder} not found: set {flag} (README 'WLASL data layout') "
+            raise DataError(f"{quote(folder)} not found: set {flag} (README 'WLASL data layout') "
                             f"or train on the other stream only with --modality {other}")
     gemma_dim = None
     if args.modality != "landmarks":
         recorded = read_extraction_dim(gemma_dir)
         expected = args.gemma_feature_dim if gemma_dim_given or recorded is None else recorded
         gemma_dim = args.gemma_feature_dim = verify_feature_dimensions(gemma_dir, expected)
-    label_mapping = build_label_mapping(clips, load_glosses(data_dir))
+    glosses = load_glosses(data_dir)
+    if not glosses:
+        print(f"note: no wlasl_class_list.txt or WLASL_v0.3.json in {quote(data_dir)}: glosses are shown as class ids; "
+              f"write '<class id><TAB><gloss>' lines to {quote(data_dir / 'wlasl_class_list.txt')} to see names")
+    label_mapping = build_label_mapping(clips, glosses)
     label_of = {entry["wlasl_id"]: entry["index"] for entry in label_mapping}
     splits = load_splits(clips, label_of, gemma_dir, landmarks_dir, args.modality, args.num_frames, gemma_dim,
                          cache_dir=cache_dir, subset_name=split_path.name)
     print(f"{split_path}: {len(label_mapping)} classes, modality {args.modality}")
     for split in splits.values():
         print("  " + split.report())
+    print_missing_hints(splits, clips, gemma_dir, landmarks_dir, args.modality)
+    for split in splits.values():
         if len(split) == 0:
             folders = [str(d) for d, stream in ((gemma_dir, "gemma"), (landmarks_dir, "landmarks"))
                        if args.modality in (stream, "hybrid")]
@@ -328,3 +334,21 @@ def load_run_data(args, gemma_dim_given, hint=""):
               + (" ..." if len(empty) > 10 else ""))
     return SimpleNamespace(data_dir=data_dir, split_path=split_path, gemma_dim=gemma_dim, label_mapping=label_mapping,
                            label_of=label_of, num_classes=len(label_mapping), splits=splits)
+
+
+def print_missing_hints(splits, clips, gemma_dir, landmarks_dir, modality):
+    """When most clips of a split file have no file, one hint per stream folder: where it looked, the name it
+    expected, the closest name it saw (the usual cause is a wrong folder or a renamed file)."""
+    listed = sum(split.listed for split in splits.values())
+    missing = [v for split in splits.values() for v in split.skipped_ids.get("missing", [])]
+    if not missing:
+        return
+    example = clips[missing[0]]
+    for stream, folder, name in (("gemma", gemma_dir, gemma_file), ("landmarks", landmarks_dir, landmarks_file)):
+        if modality not in (stream, "hybrid"):
+            continue
+        found = sum(1 for clip in clips.values() if any(f.is_file() for f in
+                                                          clip_files(clip, gemma_dir, landmarks_dir, stream)))
+        hint = few_found_hint(found, listed, folder, name(folder, example.video_id).name)
+        if hint:
+            print(hint)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from hybrid_asl.errors import DataError
-from hybrid_asl.files import atomic_write_text, csv_text, pid_alive, remove_stale_temporaries, write_error
+from hybrid_asl.files import atomic_write_text, csv_text, pid_alive, quote, remove_stale_temporaries, write_error
 
 RUN_FILES = ("best.pt", "last.pt", "args.json", "label_mapping.json", "summary.csv", "metrics.json", "curves.png")
 
@@ -98,16 +98,17 @@ def check_output_dir(args, resume_state, latest_epoch):
     if resume_state is None or out_dir.resolve() != Path(args.resume).parent.resolve():
         found = [f for f in ("last.pt", "best.pt", "metrics.json") if (out_dir / f).is_file()]
         if found:
-            todo = "branch off into an empty --output_dir" if resume_state else f"continue it with --resume {last}"
-            raise DataError(f"--output_dir {out_dir} already holds a run ({', '.join(found)}); {todo}, or pick "
-                            "another --output_dir (--overwrite replaces it)")
+            todo = ("branch off into an empty --output_dir" if resume_state
+                    else f"continue it with --resume {quote(last)}")
+            raise DataError(f"--output_dir {quote(out_dir)} already holds a run ({', '.join(found)}); {todo}, or "
+                            "pick another --output_dir (--overwrite replaces it)")
         return
     if last.is_file() and last.resolve() != Path(args.resume).resolve():
         latest = latest_epoch(last)
         if latest > resume_state["epoch"]:
-            raise DataError(f"--resume {args.resume} was saved after epoch {resume_state['epoch']} but {last} after "
-                            f"epoch {latest}: resume from {last}, or branch off into a new --output_dir "
-                            "(--overwrite replaces the later epochs)")
+            raise DataError(f"--resume {quote(args.resume)} was saved after epoch {resume_state['epoch']} but "
+                            f"{quote(last)} after epoch {latest}: resume from {quote(last)}, or branch off into a new "
+                            "--output_dir (--overwrite replaces the later epochs)")
 
 
 def write_summary(path, history):
@@ -142,3 +143,55 @@ def tensorboard_writer(out_dir):
         raise DataError("--tensorboard needs the tensorboard package: pip install tensorboard "
                         "(it is in requirements-extract.txt)")
     return SummaryWriter(str(Path(out_dir) / "tensorboard"))
+
+
+class ConsoleLog:
+    """What the console shows, kept in <run>/train.log: every line printed to stdout or stderr, from the first one
+    (lines printed before the run folder exists are held until start()). Progress bars are not kept: tqdm draws
+    them only on a terminal, with carriage returns, and such writes are left out of the log."""
+
+    def __init__(self):
+        self.held, self.file, self.streams = [], None, (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self), _Tee(sys.stderr, self)
+
+    def write(self, text):
+        if "\r" in text:  # a progress bar redrawing itself
+            return
+        if self.file is None:
+            self.held.append(text)
+        else:
+            self.file.write(text)
+            self.file.flush()
+
+    def start(self, out_dir, resumed):
+        """Opens <out_dir>/train.log (appended to when the run resumes) and writes what was held."""
+        self.file = open(Path(out_dir) / "train.log", "a")
+        self.file.write(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')} {'resumed: ' if resumed else ''}"
+                        f"{' '.join(sys.argv) or 'train_simple.py'}\n")
+        self.write("".join(self.held))
+        self.held = []
+
+    def close(self):
+        sys.stdout, sys.stderr = self.streams
+        if self.file is not None:
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Tee:
+    """A text stream that writes to the console and to a ConsoleLog."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding: the console's own
+        return getattr(self.stream, name)

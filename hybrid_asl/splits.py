@@ -12,7 +12,7 @@ from collections import namedtuple
 from pathlib import Path
 
 from hybrid_asl.errors import DataError
-from hybrid_asl.files import read_text
+from hybrid_asl.files import quote, read_text
 
 SUBSETS = ("train", "val", "test")
 MODALITIES = ("hybrid", "landmarks", "gemma")
@@ -66,7 +66,7 @@ def load_split(path, hint=""):
     that end before they start or start before frame 1."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"split file {path} not found ({LAYOUT_HELP}{hint})")
+        raise DataError(f"split file {quote(path)} not found ({LAYOUT_HELP}{hint})")
     text = read_text(path, "split file")
     try:
         raw = json.loads(text, object_pairs_hook=_first_entries)

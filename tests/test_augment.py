@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hybrid_asl.augment import AUGMENT_PRESETS, PROB_KEYS, add_augment_args, augment_batch, augment_config_from_args
+from hybrid_asl.augment import (AUGMENT_PRESETS, FAMILIAR, PROB_KEYS, add_augment_args, augment_batch,
+                                augment_config_from_args)
 from hybrid_asl.landmarks import clip_centre_scale, make_landmark_features
 
 LANDMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "landmarks"
@@ -207,11 +208,14 @@ def test_args_presets_and_overrides():
     add_augment_args(p)
     group = next(gr for gr in p._action_groups if gr.title == "augmentation")
     flags = {a.dest for a in group._group_actions}
-    assert {"augment"} | {f"aug_{k}" for k in PROB_KEYS} == flags  # normalization is not augmentation
+    # normalization is not augmentation; the familiar flags of the replaced project live here too
+    assert {"augment"} | {f"aug_{k}" for k in PROB_KEYS} | set(FAMILIAR) == flags
     assert all(a.help for a in group._group_actions)
     a = p.parse_args([])
-    assert a.augment == "light"
+    assert a.augment is None  # the preset follows the modality (Protocol 4 chose strong for landmarks alone)
     assert augment_config_from_args(a) == AUGMENT_PRESETS["light"]
+    a.modality = "landmarks"
+    assert augment_config_from_args(a) == AUGMENT_PRESETS["strong"]
     a = p.parse_args(["--augment", "strong", "--aug_mirror_p", "0.5", "--aug_rotate_p", "0"])
     cfg = augment_config_from_args(a)
     assert cfg["mirror_p"] == 0.5 and cfg["rotate_p"] == 0.0
@@ -220,6 +224,38 @@ def test_args_presets_and_overrides():
         with pytest.raises(SystemExit) as e:
             p.parse_args(bad)
         assert e.value.code == 2
+
+
+def test_familiar_flags_map_to_settings():
+    p = argparse.ArgumentParser()
+    add_augment_args(p)
+    assert augment_config_from_args(p.parse_args(["--no_augmentation"])) == AUGMENT_PRESETS["none"]
+    cfg = augment_config_from_args(p.parse_args(
+        ["--temporal_jitter", "0.3", "--temporal_mask_prob", "0.4", "--feature_dropout", "0.25",
+         "--feature_noise", "0.05", "--landmark_jitter", "0.01"]))
+    assert cfg["speed_p"] == 0.3 and cfg["frame_mask_p"] == 0.4
+    assert cfg["gemma_drop_p"] == 1.0 and cfg["gemma_drop_ratio"] == 0.25
+    assert cfg["gemma_noise_p"] == 1.0 and cfg["gemma_noise_std"] == 0.05
+    assert cfg["jitter_p"] == 1.0 and cfg["jitter_std"] == 0.01
+    off = augment_config_from_args(p.parse_args(["--feature_dropout", "0", "--landmark_jitter", "0"]))
+    assert off["gemma_drop_p"] == 0.0 and off["jitter_p"] == 0.0
+    # an explicit --aug_*_p flag wins over the familiar one
+    assert augment_config_from_args(p.parse_args(["--temporal_jitter", "0.3", "--aug_speed_p", "0.9"]))["speed_p"] == 0.9
+
+
+def test_landmark_jitter_moves_detected_points_only():
+    B, T = 4, 8
+    lm = torch.rand(B, T, 162) * 0.5 + 0.25
+    lm[:, :, :63] = 0  # left hand undetected
+    mask = torch.ones(B, T, dtype=torch.bool)
+    cfg = dict(AUGMENT_PRESETS["none"], jitter_p=1.0, jitter_std=0.02)
+    _, out, m = augment_batch(None, lm, mask, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(m, mask)
+    assert torch.all(out[:, :, :63] == 0)
+    moved = (out[:, :, 63:] - lm[:, :, 63:]).abs()
+    assert moved.max() > 0 and moved.mean() < 0.05
+    _, same, _ = augment_batch(None, lm, mask, AUGMENT_PRESETS["none"], torch.Generator().manual_seed(0))
+    assert torch.equal(same, lm)
 
 
 def test_strong_on_real_landmarks_keeps_invariants():

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shlex
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
@@ -397,3 +398,9 @@ def test_preflight_checks_the_users_data(tmp_path, capsys):
     assert preflight.main(["--data_dir", str(data_dir), "--subset", subset]) == 1
     out = capsys.readouterr().out
     assert "FAIL  your data: " in out and "gemma_features not found" in out and out.strip().endswith("6 passed, 1 failed")
+    # every data failure ends with the command that would pass: here, the landmark-only check, which does pass
+    suggested = next(line for line in out.splitlines() if line.strip().startswith("next: ")).split("next: ")[1]
+    assert suggested == f"python test_nslt1000_fixes.py --data_dir {data_dir} --subset {subset} --modality landmarks"
+    assert preflight.main(shlex.split(suggested)[2:]) == 0
+    assert preflight.main(["--data_dir", str(data_dir), "--subset", "nslt_typo.json"]) == 1
+    assert f"next: python test_nslt1000_fixes.py --data_dir {data_dir} --subset {subset}" in capsys.readouterr().out

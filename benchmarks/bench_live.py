@@ -1,0 +1,104 @@
+"""
+bench_live.py - live recognition speed on this machine (a benchmark, not a test): end-to-end frames per second
+(decode + MediaPipe Holistic + the model) and the model's share of the time.
+
+    python benchmarks/bench_live.py                            # real clips of ../shared/data/videos
+    python benchmarks/bench_live.py --torch --hop 1 2          # the checkpoint (torch) backend too
+
+Landmark-only models of three sizes, with random weights (speed does not depend on them), are written as
+checkpoints, exported with hybrid_asl.onnx_export, and run through hybrid_asl.live.run_stream as fast as possible
+(predict.py --stream --fast), with the model on 1 thread (the live default: MediaPipe needs the other cores).
+The model's share is the time spent deciding (sampling the window, padding, the model) over the wall time.
+"""
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as `python benchmarks/bench_live.py` from anywhere
+from hybrid_asl import live  # noqa: E402
+from hybrid_asl.checkpoint import CHECKPOINT_FORMAT, save_checkpoint  # noqa: E402
+from hybrid_asl.landmarks import LandmarkPreprocessor  # noqa: E402
+from hybrid_asl.onnx_export import export_checkpoint  # noqa: E402
+from hybrid_asl.onnx_model import OnnxModel  # noqa: E402
+from hybrid_asl.recipe import build_model  # noqa: E402
+
+VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+DEFAULT_VIDEOS = [VIDEOS / "wlasl_raw" / "00335.mp4", VIDEOS / "msl150" / "doctor_001.mp4",
+                  VIDEOS / "pose_format_test" / "test_video.mp4"]
+SIZES = {"demo size (hidden 128, 4 heads, 10 classes)": (128, 4, 10),
+         "default size (hidden 512, 8 heads, 100 classes)": (512, 8, 100),
+         "nslt_2000 size (hidden 512, 8 heads, 2000 classes)": (512, 8, 2000)}
+
+
+def make_models(folder):
+    """{size: (checkpoint, .onnx)}: landmark-only models as train_simple.py writes them (standardized channels)."""
+    out = {}
+    for k, (name, (hidden, heads, classes)) in enumerate(SIZES.items()):
+        config = dict(model="simple", num_classes=classes, gemma_feature_dim=None, hidden_dim=hidden, dropout=0.5,
+                      landmark_dim=453, num_layers=2, num_heads=heads, encoder_dropout=0.1, use_sinusoidal_pos=True,
+                      drop_path=0.1, max_len=512, fusion_type="concat", modality="landmarks")
+        torch.manual_seed(k)
+        prepare = LandmarkPreprocessor(True, torch.zeros(453), torch.ones(453))
+        args = dict(modality="landmarks", num_frames=16, model="simple")
+        path = Path(folder) / f"m{k}.pt"
+        save_checkpoint({"format": CHECKPOINT_FORMAT, "model_config": config,
+                         "landmark_normalization": prepare.state(), "model": build_model(config).state_dict(),
+                         "ema": None, "epoch": 1, "best_epoch": 1, "best_val_top1": 0.0, "args": args,
+                         "label_mapping": [{"index": i, "wlasl_id": i, "gloss": f"g{i}"} for i in range(classes)],
+                         "num_classes": classes, "gemma_dim": None}, path)
+        export_checkpoint(path, path.with_suffix(".onnx"), check=False)
+        out[name] = (path, path.with_suffix(".onnx"))
+    return out
+
+
+def load(backend, path, threads):
+    if backend == "onnxruntime":
+        return OnnxModel(path, threads)
+    import predict  # the checkpoint backend of predict.py --stream
+    return predict.CheckpointModel(path, torch.device("cpu"), threads)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", nargs="+", default=[str(v) for v in DEFAULT_VIDEOS])
+    p.add_argument("--hop", type=int, nargs="+", default=[1, 2], help="decide every N frames (live default 2)")
+    p.add_argument("--threads", type=int, default=1, help="model threads")
+    p.add_argument("--torch", action="store_true", help="also time the checkpoints on torch")
+    cli = p.parse_args()
+    missing = [v for v in cli.videos if not os.path.isfile(v)]
+    if missing:
+        sys.exit(f"error: {missing[0]} not found (the default clips are in ../shared/data/videos)")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start; torch {torch.__version__}; "
+          f"{time.strftime('%Y-%m-%d')}; videos: {', '.join(Path(v).name for v in cli.videos)}")
+    with tempfile.TemporaryDirectory() as folder:
+        models = make_models(folder)
+        print("| model | backend | hop | end-to-end frames/s | MediaPipe ms/frame | model ms/decision | model share |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for name, (checkpoint, onnx_path) in models.items():
+            backends = [("onnxruntime", onnx_path)] + ([("torch", checkpoint)] if cli.torch else [])
+            for backend, path in backends:
+                model = load(backend, path, cli.threads)
+                for hop in cli.hop:
+                    frames = wall = extract = decide = calls = 0
+                    for video in cli.videos:
+                        s = live.run_stream(model, video, live.LiveConfig(hop=hop), realtime=False)
+                        timed = s["frames"] - 1  # the first frame loads MediaPipe's graphs: not timed
+                        frames, wall = frames + timed, wall + s["wall_seconds"]
+                        extract += s["extract_ms_per_frame"] * timed
+                        decide += s["model_ms_per_decision"] * s["model_calls"]
+                        calls += s["model_calls"]
+                    print(f"| {name} | {backend} | {hop} | {frames / wall:.1f} | {extract / frames:.1f} | "
+                          f"{decide / max(calls, 1):.2f} | {decide / 10 / wall:.1f}% |", flush=True)
+    print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+
+
+if __name__ == "__main__":
+    main()
