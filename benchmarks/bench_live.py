@@ -37,7 +37,7 @@ SIZES = {"demo size (hidden 128, 4 heads, 10 classes)": (128, 4, 10),
          "nslt_2000 size (hidden 512, 8 heads, 2000 classes)": (512, 8, 2000)}
 
 
-def make_models(folder):
+def make_models(folder, num_frames):
     """{size: (checkpoint, .onnx)}: landmark-only models as train_simple.py writes them (standardized channels)."""
     out = {}
     for k, (name, (hidden, heads, classes)) in enumerate(SIZES.items()):
@@ -46,7 +46,7 @@ def make_models(folder):
                       drop_path=0.1, max_len=512, fusion_type="concat", modality="landmarks")
         torch.manual_seed(k)
         prepare = LandmarkPreprocessor(True, torch.zeros(453), torch.ones(453))
-        args = dict(modality="landmarks", num_frames=16, model="simple")
+        args = dict(modality="landmarks", num_frames=num_frames, model="simple")
         path = Path(folder) / f"m{k}.pt"
         save_checkpoint({"format": CHECKPOINT_FORMAT, "model_config": config,
                          "landmark_normalization": prepare.state(), "model": build_model(config).state_dict(),
@@ -71,15 +71,18 @@ def main():
     p.add_argument("--hop", type=int, nargs="+", default=[1, 2], help="decide every N frames (live default 2)")
     p.add_argument("--threads", type=int, default=1, help="model threads")
     p.add_argument("--torch", action="store_true", help="also time the checkpoints on torch")
+    p.add_argument("--num_frames", type=int, default=64,
+                   help="frames per decision (train_simple.py's default for landmarks alone: 64; 16 before)")
     cli = p.parse_args()
     missing = [v for v in cli.videos if not os.path.isfile(v)]
     if missing:
         sys.exit(f"error: {missing[0]} not found (the default clips are in ../shared/data/videos)")
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start; torch {torch.__version__}; "
-          f"{time.strftime('%Y-%m-%d')}; videos: {', '.join(Path(v).name for v in cli.videos)}")
+          f"{time.strftime('%Y-%m-%d')}; videos: {', '.join(Path(v).name for v in cli.videos)}; "
+          f"{cli.num_frames} frames per decision")
     with tempfile.TemporaryDirectory() as folder:
-        models = make_models(folder)
+        models = make_models(folder, cli.num_frames)
         print("| model | backend | hop | end-to-end frames/s | MediaPipe ms/frame | model ms/decision | model share |")
         print("|---|---|---:|---:|---:|---:|---:|")
         for name, (checkpoint, onnx_path) in models.items():
