@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-from hybrid_asl.clips import pad_rows
+from hybrid_asl.clips import pad_clips
 from hybrid_asl.packing import ARRAYS
 
 
@@ -29,12 +29,10 @@ def frame_mask(lengths, num_frames):
 def clips_batch(clips, num_frames, device):
     """Sampled clips [(gemma or None, landmarks or None)] (clips.sample_clip) -> one Batch on device, padded as a
     packed split is (prediction: no labels, every row real)."""
-    lengths = torch.tensor([len(g if g is not None else l) for g, l in clips])
-    gemma = pad_rows([g for g, _ in clips], num_frames, np.float16)
-    landmarks = pad_rows([l for _, l in clips], num_frames, np.float32)
+    gemma, landmarks, mask = pad_clips(clips, num_frames)
     return Batch(None if gemma is None else torch.from_numpy(gemma).to(device),
                  None if landmarks is None else torch.from_numpy(landmarks).to(device),
-                 frame_mask(lengths, num_frames).to(device), torch.zeros(len(clips), dtype=torch.int64, device=device),
+                 torch.from_numpy(mask).to(device), torch.zeros(len(clips), dtype=torch.int64, device=device),
                  torch.ones(len(clips), device=device))
 
 

@@ -127,6 +127,16 @@ def pad_rows(rows, num_frames, dtype):
     return out
 
 
+def pad_clips(clips, num_frames):
+    """Sampled clips [(gemma or None, landmarks or None)] (sample_clip) -> (gemma (N, num_frames, D) float16 or None,
+    landmarks (N, num_frames, 162) float32 or None, mask (N, num_frames) bool, True on real frames): one batch for
+    prediction, padded as a packed split is."""
+    lengths = np.array([len(g if g is not None else l) for g, l in clips])
+    return (pad_rows([g for g, _ in clips], num_frames, np.float16),
+            pad_rows([l for _, l in clips], num_frames, np.float32),
+            np.arange(num_frames)[None, :] < lengths[:, None])
+
+
 def load_clip(video_id, gemma_dir, landmarks_dir, modality, num_frames, gemma_dim=None):
     """Reads one clip's files (the streams `modality` uses) and samples them: sample_clip on read_array."""
     gemma = landmarks = None

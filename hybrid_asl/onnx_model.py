@@ -8,14 +8,14 @@ needs `pip install onnxruntime "numpy<2"`.
     probs = model.predict([clip])                         # (clips, classes)
     top_k(probs[0], model.label_mapping, 5)               # [(gloss, wlasl_id, probability)]
 
-A clip is read and sampled by hybrid_asl.clips (read_array / check_array, sample_clip) and padded by clips.pad_rows,
+A clip is read and sampled by hybrid_asl.clips (read_array / check_array, sample_clip) and padded by clips.pad_clips,
 as predict.py's checkpoint path batches it; the graph does the rest (hybrid_asl.onnx_export).
 """
 import json
 
 import numpy as np
 
-from hybrid_asl.clips import LANDMARK_DIM, check_array, pad_rows, read_array, sample_clip
+from hybrid_asl.clips import LANDMARK_DIM, check_array, pad_clips, read_array, sample_clip
 from hybrid_asl.errors import DataError
 from hybrid_asl.files import require_regular_file
 
@@ -100,13 +100,8 @@ class OnnxModel:
 
     def predict(self, clips):
         """Sampled clips [(gemma or None, landmarks or None)] -> probabilities (N, C), zero-padded to num_frames
-        batch by batch, as predict.py pads them for a checkpoint (batches.clips_batch)."""
+        batch by batch (clips.pad_clips, as predict.py pads them for a checkpoint)."""
         probs = []
         for start in range(0, len(clips), self.batch_size):
-            chunk = clips[start:start + self.batch_size]
-            lengths = np.array([len(g if g is not None else l) for g, l in chunk])
-            mask = np.arange(self.num_frames)[None, :] < lengths[:, None]
-            gemma = pad_rows([g for g, _ in chunk], self.num_frames, np.float16)
-            landmarks = pad_rows([l for _, l in chunk], self.num_frames, np.float32)
-            probs.append(softmax(self.logits(gemma, landmarks, mask)))
+            probs.append(softmax(self.logits(*pad_clips(clips[start:start + self.batch_size], self.num_frames))))
         return np.concatenate(probs) if probs else np.zeros((0, len(self.label_mapping)), np.float32)
