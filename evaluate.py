@@ -137,7 +137,7 @@ def main(argv=None):
 
     # ---- predictions and metrics -----------------------------------------------------------------------------
     loader = BatchLoader(split, args.batch_size, device)
-    logits, labels = predict_logits(model, prepare, loader, amp_context(device))
+    logits, labels = predict_logits(model, prepare, loader, amp_context(device), tta_flip=args.tta_flip)
     metrics = classification_metrics(logits, labels, num_classes)
     metrics["n_listed"] = split.listed
     result = {"num_classes": num_classes, "best_epoch": checkpoint["best_epoch"], cli.split: metrics,

@@ -112,21 +112,51 @@ class TransformerBlock(nn.Module):
         return x
 
 
+class ConvBlock(nn.Module):
+    """Depthwise temporal convolution (the Kaggle ISLR 2023 winner's block, without batch norm): pre-norm, expand,
+    depthwise convolution over time, project; residual. Padding frames are zeroed before the convolution, so a clip
+    padded to T frames convolves exactly like the unpadded clip (zero padding past its end)."""
+
+    def __init__(self, dim, kernel_size=17, dropout=0.1, drop_path=0.0, expand=2):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.expand = nn.Linear(dim, expand * dim)
+        self.conv = nn.Conv1d(expand * dim, expand * dim, kernel_size, padding=kernel_size // 2, groups=expand * dim)
+        self.project = nn.Linear(expand * dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x, mask):
+        h = self.expand(self.norm(x)) * mask.unsqueeze(-1).to(x.dtype)
+        h = self.conv(h.transpose(1, 2)).transpose(1, 2)
+        return x + self.drop_path(self.dropout(self.project(F.gelu(h))))
+
+
+ENCODERS = ("transformer", "conv")
+CONV_BLOCKS_PER_LAYER = 3  # the ISLR winner's ratio: three convolution blocks, then one transformer layer
+
+
 class SequenceEncoder(nn.Module):
-    """Per-frame projection + positional encoding + transformer layers over time.
+    """Per-frame projection + positional encoding + transformer layers over time (encoder="conv": each transformer
+    layer is preceded by CONV_BLOCKS_PER_LAYER depthwise convolution blocks, which see neighbouring frames).
 
     `encode_frames` returns the frame tokens (B, T, hidden); `forward` pools them over real frames to (B, hidden).
     """
 
     def __init__(self, input_dim, hidden_dim=512, num_layers=2, num_heads=8, dropout=0.1, max_len=512,
-                 use_sinusoidal_pos=True, drop_path=0.0):
+                 use_sinusoidal_pos=True, drop_path=0.0, encoder="transformer"):
         super().__init__()
+        assert encoder in ENCODERS, f"encoder must be one of {ENCODERS}"
         self.input_proj = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.LayerNorm(hidden_dim))
         encoding = SinusoidalPositionalEncoding if use_sinusoidal_pos else LearnedPositionalEncoding
         self.pos_encoding = encoding(hidden_dim, max_len, dropout)
         # Stochastic depth grows linearly with depth, as in DeiT/timm: the top layer is dropped most often.
         rates = [drop_path * (i + 1) / num_layers for i in range(num_layers)]
-        self.layers = nn.ModuleList(TransformerBlock(hidden_dim, num_heads, dropout, r) for r in rates)
+        per_layer = CONV_BLOCKS_PER_LAYER if encoder == "conv" else 0
+        self.layers = nn.ModuleList(
+            block for r in rates
+            for block in [*(ConvBlock(hidden_dim, dropout=dropout, drop_path=r) for _ in range(per_layer)),
+                          TransformerBlock(hidden_dim, num_heads, dropout, r)])
         self.norm = nn.LayerNorm(hidden_dim)
 
     def encode_frames(self, x, mask=None):
@@ -150,9 +180,9 @@ class LandmarkEncoder(SequenceEncoder):
     """
 
     def __init__(self, input_dim=162, hidden_dim=512, num_layers=2, num_heads=8, dropout=0.1, max_len=512,
-                 use_sinusoidal_pos=True, drop_path=0.0):
+                 use_sinusoidal_pos=True, drop_path=0.0, encoder="transformer"):
         super().__init__(input_dim, hidden_dim, num_layers, num_heads, dropout, max_len, use_sinusoidal_pos,
-                         drop_path)
+                         drop_path, encoder)
 
 
 def build_classifier(hidden_dim, num_classes, dropout):

@@ -11,8 +11,8 @@ The landmark channels come from hybrid_asl.landmarks.LandmarkPreprocessor (norma
 import torch
 import torch.nn as nn
 
-from hybrid_asl_model import (LandmarkEncoder, SequenceEncoder, SinusoidalPositionalEncoding,  # noqa: F401
-                              TransformerBlock, build_classifier, masked_mean)
+from hybrid_asl_model import (ENCODERS, LandmarkEncoder, SequenceEncoder,  # noqa: F401
+                              SinusoidalPositionalEncoding, TransformerBlock, build_classifier, masked_mean)
 
 MODALITIES = ("hybrid", "landmarks", "gemma")
 FUSION_TYPES = ("concat", "attention", "gated")
@@ -21,14 +21,14 @@ FUSION_TYPES = ("concat", "attention", "gated")
 class SimpleHybridASLModel(nn.Module):
     def __init__(self, num_classes, gemma_feature_dim=2560, hidden_dim=512, dropout=0.5, landmark_dim=162,
                  num_layers=2, num_heads=8, encoder_dropout=0.1, fusion_type="concat", modality="hybrid",
-                 use_sinusoidal_pos=True, drop_path=0.0, max_len=512):
+                 use_sinusoidal_pos=True, drop_path=0.0, max_len=512, encoder="transformer"):
         super().__init__()
         assert modality in MODALITIES, f"modality must be one of {MODALITIES}"
         assert fusion_type in FUSION_TYPES, f"fusion_type must be one of {FUSION_TYPES}"
         self.modality, self.fusion_type = modality, fusion_type
         encoder_args = dict(hidden_dim=hidden_dim, num_layers=num_layers, num_heads=num_heads,
                             dropout=encoder_dropout, max_len=max_len, use_sinusoidal_pos=use_sinusoidal_pos,
-                            drop_path=drop_path)
+                            drop_path=drop_path, encoder=encoder)
         if modality in ("hybrid", "landmarks"):
             self.landmark_encoder = LandmarkEncoder(input_dim=landmark_dim, **encoder_args)
         if modality in ("hybrid", "gemma"):

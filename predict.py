@@ -242,13 +242,12 @@ def predict_clips(model, prepare, args, clips, device):
     """Clips [(gemma or None, landmarks or None)] from read_clip -> probabilities (N, C), one batch at a time."""
     import torch
     from hybrid_asl.batches import clips_batch
-    from hybrid_asl.engine import amp_context, prepare_inputs
+    from hybrid_asl.engine import amp_context, inference_logits
     probs = []
     for start in range(0, len(clips), args.batch_size):
         batch = clips_batch(clips[start:start + args.batch_size], args.num_frames, device)
-        gemma, landmarks, mask = prepare_inputs(batch, prepare)
         with torch.no_grad(), amp_context(device):
-            probs.append(torch.softmax(model(gemma, landmarks, mask).float(), dim=1).cpu())
+            probs.append(torch.softmax(inference_logits(model, prepare, batch, args.tta_flip), dim=1).cpu())
     return torch.cat(probs).numpy()
 
 

@@ -40,7 +40,7 @@ from hybrid_asl.recipe import (build_model, compute_class_weights, get_cosine_sc
 from hybrid_asl.run_folder import (RUN_FILES, ConsoleLog, check_output_dir, lock_run_folder, tensorboard_writer,
                                    write_summary)
 from hybrid_asl.splits import MODALITIES
-from hybrid_asl_model_simple import FUSION_TYPES
+from hybrid_asl_model_simple import ENCODERS, FUSION_TYPES
 
 ROOT = Path(__file__).resolve().parent
 DEMO_SETTINGS = dict(data_dir=str(ROOT / "data" / "demo"), subset="nslt_demo.json", hidden_dim=128, num_heads=4,
@@ -52,7 +52,7 @@ SCHEDULE_KEYS = ("lr", "warmup_epochs", "min_lr_ratio", "batch_size", "weight_de
 DEFAULT_EPOCHS, MIN_STEPS = 50, 4000
 LANDMARK_FRAMES = 64   # --modality landmarks: frames per clip when neither --landmark_frames nor --num_frames is given
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
-                    "no_landmark_norm", "legacy_pos_encoding")
+                    "no_landmark_norm", "legacy_pos_encoding", "encoder")
 
 
 def build_parser():
@@ -82,6 +82,9 @@ def build_parser():
     g.add_argument("--hidden_dim", type=int_range(1, 8192), default=512, help="model width")
     g.add_argument("--num_layers", type=int_range(1, 64), default=2, help="transformer layers per encoder")
     g.add_argument("--num_heads", type=int_range(1, 256), default=8, help="attention heads")
+    g.add_argument("--encoder", default="transformer", choices=ENCODERS,
+                   help="temporal encoder of the simple model: transformer layers, or conv: three depthwise "
+                        "convolution blocks before each transformer layer (Kaggle ISLR 2023 style)")
     g.add_argument("--dropout", type=open_probability, default=0.5, help="dropout in the fusion and classifier")
     g.add_argument("--encoder_dropout", type=open_probability, default=0.1, help="dropout inside the transformers")
     g.add_argument("--drop_path", type=open_probability, default=0.1, help="stochastic depth rate of the top layer")
@@ -92,6 +95,10 @@ def build_parser():
                         "(raw coordinates, --no_landmark_norm, are never standardized)")
     g.add_argument("--legacy_pos_encoding", action="store_true",
                    help="learned positional encoding of the seed's old checkpoints instead of sinusoidal")
+    g.add_argument("--tta_flip", action="store_true",
+                   help="test-time flip averaging: score every evaluated clip and its mirror image (hands swapped) "
+                        "and average; for models trained with --aug_mirror_p. Kept in the checkpoint: evaluation, "
+                        "prediction and the ONNX export do the same")
 
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int_range(1, 100000), default=None,
@@ -177,6 +184,10 @@ def settings(argv):
         args.augment = default_preset(args.modality)
     if args.model == "full" and args.modality != "hybrid":
         parser.error("--model full fuses both streams; use --modality hybrid (or --model simple)")
+    if args.model == "full" and args.encoder != "transformer":
+        parser.error(f"--encoder {args.encoder} is an encoder of the simple model; drop it or use --model simple")
+    if args.tta_flip and args.modality == "gemma":
+        parser.error("--tta_flip mirrors the landmarks; --modality gemma has none (drop --tta_flip)")
     if args.hidden_dim % args.num_heads:
         parser.error(f"--hidden_dim {args.hidden_dim} must be divisible by --num_heads {args.num_heads}")
     if resume is None:
@@ -412,7 +423,7 @@ def train(argv, cleanup, log):
     metrics = {"num_classes": num_classes, "best_epoch": best_epoch}
     for name in ("val", "test"):
         metrics[name] = evaluate(eval_model, prepare, loaders[name], steps.amp, num_classes,
-                                 steps.val if name == "val" else None)
+                                 steps.val if name == "val" else None, args.tta_flip)
     metrics["skipped"] = {name: dict(split.skipped, nonfinite_landmark_clips=split.nonfinite_landmark_clips)
                           for name, split in splits.items()}
     metrics["skipped_steps"] = skipped_steps

@@ -6,6 +6,7 @@
     python bench_real_landmarks.py --sets isl13 wlasl_video --seeds 0 1 2
     python bench_real_landmarks.py --protocol4 selection --jobs 8   # Protocol 4 (BENCHMARKS.md): 112 classes, k clips
     python bench_real_landmarks.py --protocol4 claim --jobs 8
+    python bench_real_landmarks.py --protocol5 selection --jobs 18  # Protocol 5: mixup, conv encoder, flip TTA, width
     python bench_real_landmarks.py --protocol4_pack .bench/union112.npz   # the clips Protocol 4 uses, float16, for a
                                                                           # machine without ../shared (--union_file)
 
@@ -244,7 +245,8 @@ def main():
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="which benchmark sets to run")
     p.add_argument("--ablation", action="store_true",
                    help="run every configuration (raw/normalized, augment none/light/strong, EMA, class weights)")
-    p.add_argument("--configs", nargs="+", default=None, choices=list(CONFIGS) + list(P4_CANDIDATES),
+    p.add_argument("--configs", nargs="+", default=None, choices=list(dict.fromkeys([*CONFIGS, *P4_CANDIDATES,
+                                                                                    *P5_CANDIDATES])),
                    help="explicit configurations to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds per configuration and split")
     p.add_argument("--split_seeds", nargs="+", type=int, default=[1234], help="seeds of the stratified splits")
@@ -258,13 +260,15 @@ def main():
                    help="print one table from earlier results.json files and exit (no training)")
     p.add_argument("--protocol4", choices=("selection", "claim"), default=None,
                    help="Protocol 4 (BENCHMARKS.md): 112 classes at k clips per class; selection on val or the claim")
+    p.add_argument("--protocol5", choices=("selection", "claim"), default=None,
+                   help="Protocol 5 (BENCHMARKS.md): Protocol 4's data and stages with the candidates it left out")
     p.add_argument("--union_file", default=None, help="Protocol 4's clips from a --protocol4_pack file")
     p.add_argument("--protocol4_pack", default=None, metavar="NPZ", help="write Protocol 4's clips (float16) and exit")
     args = p.parse_args()
     if args.protocol4_pack:
         protocol4_pack(args.protocol4_pack)
         return 0
-    if args.protocol4:
+    if args.protocol4 or args.protocol5:
         return protocol4(args)
     if args.merge:
         print(results_table(*[json.loads(Path(f).read_text()) for f in args.merge]), end="")
@@ -362,6 +366,15 @@ P4_CANDIDATES = {  # name -> flags added to the CLI's defaults (written down in 
                                       "--aug_mirror_p", "0.5", "--ema"],
 }
 ADOPTED = "f64+steps+strong"  # the candidate Protocol 4's selection adopted (the claim compares it with the defaults before it)
+P5_CANDIDATES = {  # Protocol 5 (BENCHMARKS.md, written down before its runs): flags added to today's defaults
+    "default": [],
+    "mixup": ["--mixup", "0.5"],
+    "conv": ["--encoder", "conv"],
+    "conv+mixup": ["--encoder", "conv", "--mixup", "0.5"],
+    "mirror+tta": ["--aug_mirror_p", "0.5", "--tta_flip"],
+    "h256": ["--hidden_dim", "256"],
+}
+P5_ADOPTED = None  # Protocol 5 adopted no candidate (BENCHMARKS.md: conv +0.3 points on val, the rule asks for 2)
 P4_FLAGS = ["--modality", "landmarks", "--no_compile", "--no_cache"]  # the CLI's defaults otherwise
 
 
@@ -480,14 +493,22 @@ def ridge_per_set(seqs, labels, subset, set_of):
 
 def protocol4(args):
     """Stage 'selection': every candidate at k = 5, three split seeds, training seed 0, val only. Stage 'claim': the
-    recipes in --configs (default: default and the adopted one) and the ridge at k = 3, 5, 10, both seeds, test."""
+    recipes in --configs (default: default and the adopted one) and the ridge at k = 3, 5, 10, both seeds, test.
+    Protocol 5 (args.protocol5): the same data and stages with its own candidates; its claim runs only the adopted
+    one (today's defaults were Protocol 4's claim)."""
     seqs, labels, classes, set_of, splits = protocol4_data(args.union_file)
     out = Path(args.out)
-    stage = args.protocol4
-    names = args.configs or ([c for c in P4_CANDIDATES if c != "before"] if stage == "selection"
-                            else ["before", ADOPTED])
+    stage, candidates = (args.protocol5, P5_CANDIDATES) if args.protocol5 else (args.protocol4, P4_CANDIDATES)
+    if args.protocol5 == "claim" and not (args.configs or P5_ADOPTED):
+        raise SystemExit("error: Protocol 5 adopted no candidate (P5_ADOPTED is None): its claim is not run; "
+                         "pass --configs to score candidates on test anyway")
+    if args.protocol5:
+        names = args.configs or (list(P5_CANDIDATES) if stage == "selection" else [P5_ADOPTED])
+    else:
+        names = args.configs or ([c for c in P4_CANDIDATES if c != "before"] if stage == "selection"
+                                 else ["before", ADOPTED])
     ks, seeds = ((5,), (0,)) if stage == "selection" else (P4_KS, P4_SEEDS)
-    results = {"stage": stage, "candidates": {c: P4_CANDIDATES[c] for c in names}, "flags": P4_FLAGS,
+    results = {"stage": stage, "candidates": {c: candidates[c] for c in names}, "flags": P4_FLAGS,
                "runs": [], "ridge": {}}
     jobs = []
     for split_seed, (base, rank) in splits.items():
@@ -508,7 +529,7 @@ def protocol4(args):
     def run_job(job):
         split_seed, k, name, seed, data_dir, run_dir = job
         cmd = [sys.executable, str(ROOT / "train_simple.py"), "--data_dir", str(data_dir), "--subset", "split.json",
-               "--output_dir", str(run_dir), "--seed", str(seed), *P4_FLAGS, *P4_CANDIDATES[name], "--overwrite"]
+               "--output_dir", str(run_dir), "--seed", str(seed), *P4_FLAGS, *candidates[name], "--overwrite"]
         t0 = time.time()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or 2)}
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)

@@ -19,6 +19,8 @@ before landmarks.LandmarkPreprocessor. Landmark layout: see landmarks.py.
   jitter                               gaussian noise on every detected point (tracker noise), in shoulder widths
   mirror                               x -> 1 - x, swap left/right hand blocks and pose pairs 11<->12, ...
                                        OPT-IN (default 0): some signs change meaning with the dominant hand
+  mixup (mix_clips, --mixup)           a clip mixed with another of its batch, labels mixed alike; runs on
+                                       the prepared model inputs, in the training step (engine.py)
   gemma_noise / gemma_drop             gaussian noise relative to the clip's feature RMS / channel dropout
 Temporal operations rewrite frames AND mask so the real frames stay left-aligned; padding stays zero.
 """
@@ -83,6 +85,51 @@ def _mirror_perm(device):
     return torch.where(i < 21, i + 21, torch.where(i < 42, i - 21, 42 + ((i - 42) ^ 1)))
 
 
+def _mirrored(pts, present):
+    """(B,T,54,3) points, (B,T,54) detected -> the mirror image: x -> 1 - x, left/right blocks swapped; undetected
+    points stay 0."""
+    perm = _mirror_perm(pts.device)
+    flipped = pts[:, :, perm]
+    flipped = torch.cat([1 - flipped[..., :1], flipped[..., 1:]], -1)
+    return torch.where(present[:, :, perm][..., None], flipped, torch.zeros_like(flipped))
+
+
+def mirror_landmarks(landmarks, mask):
+    """Raw landmarks (B,T,162) + mask -> the mirror image of every clip (what --aug_mirror_p trains on; test-time
+    flip averaging, --tta_flip, scores both)."""
+    B, T, _ = landmarks.shape
+    present = point_presence(landmarks) & mask.bool()[..., None]
+    return _mirrored(landmarks.reshape(B, T, NUM_POINTS, 3), present).reshape(B, T, -1).to(landmarks.dtype)
+
+
+def mix_clips(gemma, landmarks, mask, weight, p, generator):
+    """Mixup on sequences (--mixup p), on the model's prepared inputs: with probability p a clip is mixed with the
+    next clip of the (shuffled) batch, own share lam ~ U(0.5, 1), the partner resampled in time to the clip's own
+    length and mask (nearest frame), so that both signs span the clip. Rows that only pad the batch (weight 0) are
+    never mixed. -> (gemma, landmarks, partner index (B,), lam (B,)); the loss mixes the labels with the same lam."""
+    B, T = mask.shape
+    dev = mask.device
+    gen_dev = dev if generator is None else generator.device
+    u = torch.rand(B, 2, generator=generator, device=gen_dev).to(dev)
+    partner = torch.arange(B, device=dev).roll(-1)
+    on = (u[:, 0] < p) & (weight > 0) & (weight[partner] > 0)
+    lam = torch.where(on, 1 - 0.5 * u[:, 1], torch.ones_like(u[:, 1]))
+    length = mask.sum(1)
+    other_length = length[partner]
+    src = (torch.arange(T, device=dev)[None] * other_length[:, None]) // length.clamp(min=1)[:, None]
+    src = torch.minimum(src, (other_length - 1).clamp(min=0)[:, None])
+    mixed = (on[:, None] & mask)[..., None]
+
+    def mix(x):
+        if x is None:
+            return None
+        other = x[partner].gather(1, src[..., None].expand(-1, -1, x.shape[-1]))
+        w = lam[:, None, None].to(x.dtype)
+        return torch.where(mixed, w * x + (1 - w) * other, x)
+
+    return mix(gemma), mix(landmarks), partner, lam
+
+
 def add_augment_args(parser):
     """Add the 'augmentation' argparse group: --augment preset, one probability flag per augmentation, and the
     familiar flags of the project this one replaces (--no_augmentation, --temporal_jitter, ...)."""
@@ -97,6 +144,9 @@ def add_augment_args(parser):
                        help=f"{_FLAG_HELP[key]} (default: the preset's value)")
     for name, (text, _) in FAMILIAR.items():
         g.add_argument(f"--{name}", type=probability, default=None, help=f"{text} (default: the preset's)")
+    g.add_argument("--mixup", type=probability, default=0.0,
+                   help="probability that a training clip is mixed with another clip of its batch (mixup on "
+                        "sequences: own share 0.5-1, the labels mixed the same way); 0 = off")
     return g
 
 
@@ -181,11 +231,7 @@ def _augment_landmarks(landmarks, src, new_mask, u, cfg):
     # --- mirror: flip x in image coordinates and swap the left/right blocks (opt-in: 0 in every preset) -----
     if cfg["mirror_p"] > 0:
         mirror = (u["mirror"] < cfg["mirror_p"])[:, None, None]
-        perm = _mirror_perm(dev)
-        flipped = pts[:, :, perm]
-        flipped = torch.cat([1 - flipped[..., :1], flipped[..., 1:]], -1)
-        flipped = torch.where(present[:, :, perm][..., None], flipped, torch.zeros_like(flipped))
-        pts = torch.where(mirror[..., None], flipped, pts)
+        pts = torch.where(mirror[..., None], _mirrored(pts, present), pts)
 
     # --- hand dropout: one whole hand block for the clip --------------------------------------------
     drop = u["hand_drop"] < cfg["hand_drop_p"]

@@ -35,7 +35,7 @@ FORMAT_1_MODEL_FLAGS = dict(model="simple", modality="hybrid", fusion_type="conc
 # Data flags that evaluation and prediction read from a run's saved flags, with the value of runs that lack them
 DATA_FLAG_DEFAULTS = dict(data_dir="data/wlasl", subset="nslt_100.json", gemma_features_dir=None, landmarks_dir=None,
                           cache_dir=None, no_cache=False, modality="hybrid", num_frames=16, batch_size=32,
-                          output_dir=None, model="simple")
+                          output_dir=None, model="simple", tta_flip=False)
 
 
 def save_checkpoint(state, path):

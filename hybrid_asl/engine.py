@@ -10,6 +10,7 @@ backward, clipping, the fused AdamW update, the EMA) can be captured once and re
 eager step costs several times its arithmetic in kernel-launch overhead.
 """
 import copy
+import math
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hybrid_asl.augment import augment_batch
+from hybrid_asl.augment import augment_batch, mirror_landmarks, mix_clips
 from hybrid_asl.metrics import classification_metrics, topk_correct
 
 
@@ -46,12 +47,29 @@ def prepare_inputs(batch, prepare, augment=None, generator=None):
     return gemma, landmarks, mask
 
 
-def weighted_loss(logits, labels, weight, class_weights, label_smoothing):
+def inference_logits(model, prepare, batch, tta_flip=False):
+    """A batch's logits at evaluation and prediction (no augmentation). tta_flip: test-time flip averaging, the log
+    of the mean class probabilities of each clip and its mirror image (for models trained with --aug_mirror_p)."""
+    logits = model(*prepare_inputs(batch, prepare)).float()
+    if not tta_flip:
+        return logits
+    flipped = batch._replace(landmarks=mirror_landmarks(batch.landmarks, batch.mask))
+    both = torch.stack([logits.log_softmax(-1), model(*prepare_inputs(flipped, prepare)).float().log_softmax(-1)])
+    return torch.logsumexp(both, 0) - math.log(2)
+
+
+def weighted_loss(logits, labels, weight, class_weights, label_smoothing, partner=None, lam=None):
     """Class-weighted, label-smoothed cross-entropy; rows with weight 0 (batch padding) do not count.
-    Equals F.cross_entropy(..., weight=class_weights)'s mean when every row has weight 1."""
-    per_clip = F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=label_smoothing,
+    Equals F.cross_entropy(..., weight=class_weights)'s mean when every row has weight 1. With mixup (partner index,
+    own share lam per row) each row's loss and class weight mix its own label's and its partner's."""
+    def per_clip(target):
+        return F.cross_entropy(logits, target, weight=class_weights, label_smoothing=label_smoothing,
                                reduction="none")
-    return (per_clip * weight).sum() / (class_weights[labels] * weight).sum().clamp(min=1e-12)
+    loss, share = per_clip(labels), class_weights[labels]
+    if partner is not None:
+        loss = lam * loss + (1 - lam) * per_clip(labels[partner])
+        share = lam * share + (1 - lam) * class_weights[labels[partner]]
+    return (loss * weight).sum() / (share * weight).sum().clamp(min=1e-12)
 
 
 class EMA:
@@ -83,17 +101,24 @@ def make_train_step(model, prepare, optimizer, args, class_weights, amp, augment
     A non-finite loss or gradient norm sets `found_inf`, and the fused AdamW then skips the update on the device
     (the step is counted, never applied). `skip_all` (a device flag) skips every update: the warm-up runs that
     CUDA-graph capture needs then leave weights and optimizer state untouched. Returns device tensors: loss,
-    correct top-1, real clips, skipped (0/1). args: label_smoothing, grad_clip.
+    correct top-1, real clips, skipped (0/1). args: label_smoothing, grad_clip, mixup.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not scaler.is_enabled():
         optimizer.found_inf = found_inf  # read by fused AdamW at every step (also inside a captured graph)
 
+    mixup = getattr(args, "mixup", 0.0)
+
     def forward_loss(batch, generator):
         gemma, landmarks, mask = prepare_inputs(batch, prepare, augment, generator)
+        partner = lam = None
+        if mixup > 0:  # drawn after the augmentation, and only when on: without it every draw stays as it was
+            gemma, landmarks, partner, lam = mix_clips(gemma, landmarks, mask, batch.weight, mixup, generator)
         with amp:
             logits = model(gemma, landmarks, mask)
-        return weighted_loss(logits.float(), batch.labels, batch.weight, class_weights, args.label_smoothing), logits
+        loss = weighted_loss(logits.float(), batch.labels, batch.weight, class_weights, args.label_smoothing,
+                             partner, lam)
+        return loss, logits
 
     if compile_forward:  # fuses augmentation, normalization and the model's small ops into a few kernels
         forward_loss = torch.compile(forward_loss, dynamic=False)
@@ -122,12 +147,11 @@ def make_train_step(model, prepare, optimizer, args, class_weights, amp, augment
     return train_step
 
 
-def make_eval_step(model, prepare, loader, amp, compile_forward=False):
+def make_eval_step(model, prepare, loader, amp, compile_forward=False, tta_flip=False):
     """Step input of `loader` -> (logits float32, labels, weight); weight 0 marks batch padding."""
     def forward(batch):
-        gemma, landmarks, mask = prepare_inputs(batch, prepare)
         with torch.no_grad(), amp:
-            return model(gemma, landmarks, mask).float()
+            return inference_logits(model, prepare, batch, tta_flip)
 
     if compile_forward:
         forward = torch.compile(forward, dynamic=False)
@@ -189,7 +213,7 @@ def build_steps(model, eval_model, prepare, optimizer, scaler, ema, class_weight
             loss, correct, clips, skipped = train_step(train_loader.materialize(step_input), generator)
             totals.add_(torch.stack([loss * clips, correct, clips, skipped]))
 
-        val_step = make_eval_step(eval_model, prepare, val_loader, amp, compiled)
+        val_step = make_eval_step(eval_model, prepare, val_loader, amp, compiled, getattr(args, "tta_flip", False))
         if use_graphs:
             model.train()
             skip_all.fill_(1.0)  # the warm-up runs before capture must not train
@@ -222,13 +246,13 @@ def build_steps(model, eval_model, prepare, optimizer, scaler, ema, class_weight
     return SimpleNamespace(train=train_step, val=val, totals=totals, amp=amp)
 
 
-def predict_logits(model, prepare, loader, amp, step=None):
+def predict_logits(model, prepare, loader, amp, step=None, tta_flip=False):
     """Logits (N, C) float32 and labels (N,) for every clip of the loader's split, in split order.
 
     step: a callable from make_eval_step (possibly replayed as a CUDA graph); default runs the model eagerly.
     """
     model.eval()
-    step = step or make_eval_step(model, prepare, loader, amp)
+    step = step or make_eval_step(model, prepare, loader, amp, tta_flip=tta_flip)
     all_logits, all_labels = [], []
     for step_input in loader.plan(shuffle=False):
         logits, labels, weight = step(step_input)
@@ -238,9 +262,9 @@ def predict_logits(model, prepare, loader, amp, step=None):
     return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
 
 
-def evaluate(model, prepare, loader, amp, num_classes, step=None):
+def evaluate(model, prepare, loader, amp, num_classes, step=None, tta_flip=False):
     """classification_metrics of every clip of the loader's split, with n_listed (clips the split file lists)."""
-    logits, labels = predict_logits(model, prepare, loader, amp, step)
+    logits, labels = predict_logits(model, prepare, loader, amp, step, tta_flip)
     metrics = classification_metrics(logits, labels, num_classes)
     metrics["n_listed"] = loader.split.listed
     return metrics

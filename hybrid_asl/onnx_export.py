@@ -4,8 +4,8 @@
     metadata, parity = export_checkpoint("runs/x/best.pt", "model.onnx")   # parity: [(case, max |diff|)]
 
 The graph is the product's own inference path on raw inputs (inference_logits: engine.prepare_inputs with the
-checkpoint's LandmarkPreprocessor, then the model), so the landmark normalization and standardization are baked
-into it: a consumer feeds raw MediaPipe rows and never re-implements clip medians, hand-local coordinates or
+checkpoint's LandmarkPreprocessor, then the model, and the run's test-time flip averaging when it used it), so the
+landmark normalization and standardization are baked into it: a consumer feeds raw MediaPipe rows and never re-implements clip medians, hand-local coordinates or
 velocities (where train/serve skew would come from). Inputs, only the streams the model uses, in this order:
 
     gemma      float32 (batch, time, gemma_dim)  Gemma features per frame; rounded to float16 in the graph, as the
@@ -39,7 +39,7 @@ import torch.nn as nn
 from hybrid_asl.batches import Batch
 from hybrid_asl.checkpoint import inference_weights, learned_positions, load_trained, positional_tables
 from hybrid_asl.clips import LANDMARK_DIM
-from hybrid_asl.engine import prepare_inputs
+from hybrid_asl import engine
 from hybrid_asl.errors import DataError
 from hybrid_asl.extraction import read_metadata
 from hybrid_asl.files import atomic_write_bytes
@@ -58,25 +58,25 @@ SAMPLING_RULE = ("hybrid_asl.clips.sample_clip: L = min(num_frames, frames of th
                  "become 0; then zero-padded to num_frames, mask False on the padding")
 
 
-def inference_logits(model, prepare, inputs):
+def inference_logits(model, prepare, inputs, tta_flip=False):
     """The product's inference path on raw inputs {"gemma", "landmarks", "mask"} (absent streams omitted): the
-    Gemma features as the packed splits store them (float16), engine.prepare_inputs, the model. The exported graph
-    and the parity reference are both this function."""
+    Gemma features as the packed splits store them (float16), then engine.inference_logits (normalization, the model,
+    the run's test-time flip averaging). The exported graph and the parity reference are both this function."""
     gemma = inputs.get("gemma")
     batch = Batch(None if gemma is None else gemma.to(torch.float16), inputs.get("landmarks"), inputs["mask"],
                   None, None)
-    return model(*prepare_inputs(batch, prepare)).float()
+    return engine.inference_logits(model, prepare, batch, tta_flip)
 
 
 class ExportedGraph(nn.Module):
     """inference_logits as a module with positional inputs (the streams the model uses, then the mask)."""
 
-    def __init__(self, model, prepare, names):
+    def __init__(self, model, prepare, names, tta_flip=False):
         super().__init__()
-        self.model, self.prepare, self.names = model, prepare, names
+        self.model, self.prepare, self.names, self.tta_flip = model, prepare, names, tta_flip
 
     def forward(self, *inputs):
-        return inference_logits(self.model, self.prepare, dict(zip(self.names, inputs)))
+        return inference_logits(self.model, self.prepare, dict(zip(self.names, inputs)), self.tta_flip)
 
 
 def input_names(modality):
@@ -179,7 +179,7 @@ def export_checkpoint(checkpoint_path, output, opset=DEFAULT_OPSET, exporter="dy
     gemma_dim, num_frames = checkpoint["gemma_dim"], int(args.num_frames)
     tables = positional_tables(inference_weights(checkpoint))
     max_frames = tables[0].shape[1] if tables else max(512, num_frames)
-    graph = ExportedGraph(model, prepare, names).eval()
+    graph = ExportedGraph(model, prepare, names, bool(args.tta_flip)).eval()
     proto = export_graph(graph, names, gemma_dim, num_frames, max_frames, opset, exporter)
     metadata = build_metadata(checkpoint_path, checkpoint, args, prepare, names, max_frames, opset, exporter)
     del proto.metadata_props[:]
@@ -240,7 +240,7 @@ def build_metadata(checkpoint_path, checkpoint, args, prepare, names, max_frames
                       "notes": "raw, as extract_landmarks.py writes them; normalized in the graph; NaN/inf read as 0"},
         "mask": {"name": "mask", "dtype": "bool", "shape": ["batch", "time"],
                  "layout": "True on real frames, real frames first, padding after; padding values are ignored"}}
-    preprocessing = {"in_graph": True}
+    preprocessing = {"in_graph": True, "tta_flip": bool(args.tta_flip)}  # flip averaging, when on, is in the graph
     if prepare is not None:
         state = prepare.state()
         preprocessing["landmarks"] = {

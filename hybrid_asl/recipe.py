@@ -95,7 +95,8 @@ def model_config(args, num_classes, gemma_dim):
                   use_sinusoidal_pos=not args.legacy_pos_encoding, drop_path=args.drop_path,
                   max_len=max(512, args.num_frames))
     if args.model == "simple":
-        config.update(fusion_type=args.fusion_type, modality=args.modality)
+        config.update(fusion_type=args.fusion_type, modality=args.modality,
+                      encoder=getattr(args, "encoder", "transformer"))
     return config
 
 

@@ -209,7 +209,7 @@ def test_args_presets_and_overrides():
     group = next(gr for gr in p._action_groups if gr.title == "augmentation")
     flags = {a.dest for a in group._group_actions}
     # normalization is not augmentation; the familiar flags of the replaced project live here too
-    assert {"augment"} | {f"aug_{k}" for k in PROB_KEYS} | set(FAMILIAR) == flags
+    assert {"augment", "mixup"} | {f"aug_{k}" for k in PROB_KEYS} | set(FAMILIAR) == flags
     assert all(a.help for a in group._group_actions)
     a = p.parse_args([])
     assert a.augment is None  # the preset follows the modality (Protocol 4 chose strong for landmarks alone)

@@ -2,13 +2,15 @@
 Skipped without CUDA (CI has no GPU); run on a GPU machine with `python -m pytest tests/test_gpu.py`."""
 import csv
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 import hybrid_asl.engine
-from helpers import train_main, train_run
+from helpers import ROOT, train_main, train_run
 from hybrid_asl.engine import CudaGraphStep, make_eval_step, make_train_step
 from hybrid_asl.landmarks import LandmarkPreprocessor
 from test_nslt1000_fixes import make_wlasl_layout
@@ -116,6 +118,24 @@ def test_graphs_with_augmentation_and_gpu_resident_data_train(data, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 12
 
 
+@pytest.mark.parametrize("compile_flag", [["--no_compile"], []], ids=["graphs", "compiled"])
+def test_graphs_with_mixup_conv_encoder_and_flip_averaging_train(data, tmp_path, compile_flag):
+    """Protocol 5's options inside captured (and compiled) steps: mixup draws on the device, the conv encoder, the
+    mirror augmentation and the flip-averaged evaluation step."""
+    data_dir, subset = data
+    out = tmp_path / "run"
+    # its own process: what torch.compile caches for this run stays out of the runs of the other tests
+    done = subprocess.run([sys.executable, str(ROOT / "train_simple.py"), "--data_dir", data_dir, "--subset", subset,
+                           "--epochs", "6", "--mixup", "0.5", "--encoder", "conv", "--aug_mirror_p", "0.5",
+                           "--tta_flip", "--hidden_dim", "64", "--num_heads", "4", "--batch_size", "8", "--lr", "1e-3",
+                           "--warmup_epochs", "1", "--device", "cuda", "--output_dir", out, *compile_flag],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = summary(out)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 12
+
+
 def test_graphs_with_host_resident_splits_train(data, tmp_path):
     """--gpu_cache_gb 0 keeps every split in host memory: the captured steps copy whole batches into their static
     inputs instead of gathering on the device (the path of splits too big for the GPU, e.g. nslt_2000's val)."""
@@ -135,8 +155,8 @@ def test_nonfinite_loss_is_skipped_on_the_device(data, tmp_path, monkeypatch):
     real = hybrid_asl.engine.weighted_loss
     step = torch.zeros((), dtype=torch.int64, device="cuda")
 
-    def poisoned(logits, labels, weight, class_weights, label_smoothing):
-        loss = real(logits, labels, weight, class_weights, label_smoothing)
+    def poisoned(*args):
+        loss = real(*args)
         step.add_(1)  # in place: recorded into a captured graph and replayed with it
         return loss * torch.where(step % 3 == 0, torch.tensor(float("nan"), device=loss.device), 1.0)
     monkeypatch.setattr(hybrid_asl.engine, "weighted_loss", poisoned)
