@@ -550,8 +550,8 @@ def nan_losses(monkeypatch, every):
     overflow are now skipped as out_of_range (tests/test_hostile_inputs.py)."""
     real, calls = hybrid_asl.engine.weighted_loss, [0]
 
-    def weighted_loss(logits, labels, weight, class_weights, label_smoothing):
-        loss = real(logits, labels, weight, class_weights, label_smoothing)
+    def weighted_loss(*args):
+        loss = real(*args)
         calls[0] += 1
         return loss * float("nan") if calls[0] % every == 0 else loss
     monkeypatch.setattr(hybrid_asl.engine, "weighted_loss", weighted_loss)
