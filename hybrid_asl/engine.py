@@ -171,6 +171,10 @@ class CudaGraphStep:
     """
 
     def __init__(self, step, example_inputs, before_capture=None):
+        # The graph reads and writes tensors by address, among them some that only step's closure holds (the
+        # training step's skip_all flag): keep step, or they are freed and their memory handed to other tensors
+        # while every replay still uses it.
+        self.step = step
         static = [t.clone() if torch.is_tensor(t) else t for t in example_inputs]
         # A host split's step input is a Batch: keep its type, the step reads its fields by name.
         self.inputs = example_inputs._make(static) if hasattr(example_inputs, "_make") else tuple(static)

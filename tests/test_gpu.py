@@ -136,6 +136,24 @@ def test_graphs_with_mixup_conv_encoder_and_flip_averaging_train(data, tmp_path,
     assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 12
 
 
+def test_captured_step_keeps_the_tensors_only_its_closure_holds():
+    """A graph replays fixed addresses: a tensor that only the step's closure holds (like the training step's
+    skip_all flag) must live as long as the graph, or its memory goes to the next tensor allocated while every replay
+    still reads it (this once fed learning rates and clip lengths into the skip flag of host-resident runs)."""
+    def make_step():
+        offset = torch.full((), 1.0, device="cuda")  # held by the closure alone
+
+        def step(inputs):
+            return inputs[0] + offset
+        return step
+
+    captured = CudaGraphStep(make_step(), (torch.zeros(256, device="cuda"),))
+    fillers = [torch.full((), 1e6, device="cuda") for _ in range(64)]  # reuse whatever small blocks are free
+    out = captured((torch.arange(256, dtype=torch.float32, device="cuda"),))
+    assert torch.equal(out, torch.arange(256, dtype=torch.float32, device="cuda") + 1.0)
+    del fillers
+
+
 def test_graphs_with_host_resident_splits_train(data, tmp_path):
     """--gpu_cache_gb 0 keeps every split in host memory: the captured steps copy whole batches into their static
     inputs instead of gathering on the device (the path of splits too big for the GPU, e.g. nslt_2000's val)."""
