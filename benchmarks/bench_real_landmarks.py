@@ -7,6 +7,7 @@
     python bench_real_landmarks.py --protocol4 selection --jobs 8   # Protocol 4 (BENCHMARKS.md): 112 classes, k clips
     python bench_real_landmarks.py --protocol4 claim --jobs 8
     python bench_real_landmarks.py --protocol5 selection --jobs 18  # Protocol 5: mixup, conv encoder, flip TTA, width
+    python bench_real_landmarks.py --protocol6 selection --jobs 12  # Protocol 6: width, depth, learning rate
     python bench_real_landmarks.py --protocol4_pack .bench/union112.npz   # the clips Protocol 4 uses, float16, for a
                                                                           # machine without ../shared (--union_file)
 
@@ -246,7 +247,7 @@ def main():
     p.add_argument("--ablation", action="store_true",
                    help="run every configuration (raw/normalized, augment none/light/strong, EMA, class weights)")
     p.add_argument("--configs", nargs="+", default=None, choices=list(dict.fromkeys([*CONFIGS, *P4_CANDIDATES,
-                                                                                    *P5_CANDIDATES])),
+                                                                                    *P5_CANDIDATES, *P6_CANDIDATES])),
                    help="explicit configurations to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds per configuration and split")
     p.add_argument("--split_seeds", nargs="+", type=int, default=[1234], help="seeds of the stratified splits")
@@ -262,13 +263,17 @@ def main():
                    help="Protocol 4 (BENCHMARKS.md): 112 classes at k clips per class; selection on val or the claim")
     p.add_argument("--protocol5", choices=("selection", "claim"), default=None,
                    help="Protocol 5 (BENCHMARKS.md): Protocol 4's data and stages with the candidates it left out")
+    p.add_argument("--protocol6", choices=("selection", "claim"), default=None,
+                   help="Protocol 6 (BENCHMARKS.md): Protocol 4's data and stages; width, depth, learning rate")
+    p.add_argument("--ks", nargs="+", type=int, choices=P4_KS, default=None,
+                   help="a claim's k values (default all: 3, 5, 10); a claim run in parts resumes where it stopped")
     p.add_argument("--union_file", default=None, help="Protocol 4's clips from a --protocol4_pack file")
     p.add_argument("--protocol4_pack", default=None, metavar="NPZ", help="write Protocol 4's clips (float16) and exit")
     args = p.parse_args()
     if args.protocol4_pack:
         protocol4_pack(args.protocol4_pack)
         return 0
-    if args.protocol4 or args.protocol5:
+    if args.protocol4 or args.protocol5 or args.protocol6:
         return protocol4(args)
     if args.merge:
         print(results_table(*[json.loads(Path(f).read_text()) for f in args.merge]), end="")
@@ -375,6 +380,15 @@ P5_CANDIDATES = {  # Protocol 5 (BENCHMARKS.md, written down before its runs): f
     "h256": ["--hidden_dim", "256"],
 }
 P5_ADOPTED = None  # Protocol 5 adopted no candidate (BENCHMARKS.md: conv +0.3 points on val, the rule asks for 2)
+P6_CANDIDATES = {  # Protocol 6 (BENCHMARKS.md, written down before its runs): flags added to today's defaults
+    "default": [],
+    "h768": ["--hidden_dim", "768"],
+    "l4": ["--num_layers", "4"],
+    "lr6e-4": ["--lr", "6e-4"],
+}
+P6_ADOPTED = None  # set from Protocol 6's selection (BENCHMARKS.md) before its claim
+# Protocols after 4: number -> (candidates, the adopted one or None); their claims run the adopted recipe and default
+LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED), 6: (P6_CANDIDATES, P6_ADOPTED)}
 P4_FLAGS = ["--modality", "landmarks", "--no_compile", "--no_cache"]  # the CLI's defaults otherwise
 
 
@@ -494,20 +508,25 @@ def ridge_per_set(seqs, labels, subset, set_of):
 def protocol4(args):
     """Stage 'selection': every candidate at k = 5, three split seeds, training seed 0, val only. Stage 'claim': the
     recipes in --configs (default: default and the adopted one) and the ridge at k = 3, 5, 10, both seeds, test.
-    Protocol 5 (args.protocol5): the same data and stages with its own candidates; its claim runs only the adopted
-    one (today's defaults were Protocol 4's claim)."""
-    seqs, labels, classes, set_of, splits = protocol4_data(args.union_file)
-    out = Path(args.out)
-    stage, candidates = (args.protocol5, P5_CANDIDATES) if args.protocol5 else (args.protocol4, P4_CANDIDATES)
-    if args.protocol5 == "claim" and not (args.configs or P5_ADOPTED):
-        raise SystemExit("error: Protocol 5 adopted no candidate (P5_ADOPTED is None): its claim is not run; "
-                         "pass --configs to score candidates on test anyway")
-    if args.protocol5:
-        names = args.configs or (list(P5_CANDIDATES) if stage == "selection" else [P5_ADOPTED])
+    Protocols 5 and 6 (args.protocol5, args.protocol6): the same data and stages with their own candidates; the
+    claim runs the adopted one (Protocol 6: and today's defaults again; Protocol 5 compared with Protocol 4's
+    claim of them)."""
+    later = next((n for n in LATER_PROTOCOLS if getattr(args, f"protocol{n}", None)), None)
+    if later:
+        stage = getattr(args, f"protocol{later}")
+        candidates, adopted = LATER_PROTOCOLS[later]
+        if stage == "claim" and not (args.configs or adopted):
+            raise SystemExit(f"error: Protocol {later} adopted no candidate (P{later}_ADOPTED is None): its claim is "
+                             "not run; pass --configs to score candidates on test anyway")
+        names = args.configs or (list(candidates) if stage == "selection" else
+                                 [adopted] if later == 5 else ["default", adopted])
     else:
+        stage, candidates = args.protocol4, P4_CANDIDATES
         names = args.configs or ([c for c in P4_CANDIDATES if c != "before"] if stage == "selection"
                                  else ["before", ADOPTED])
-    ks, seeds = ((5,), (0,)) if stage == "selection" else (P4_KS, P4_SEEDS)
+    seqs, labels, classes, set_of, splits = protocol4_data(args.union_file)
+    out = Path(args.out)
+    ks, seeds = ((5,), (0,)) if stage == "selection" else (tuple(args.ks or P4_KS), P4_SEEDS)
     results = {"stage": stage, "candidates": {c: candidates[c] for c in names}, "flags": P4_FLAGS,
                "runs": [], "ridge": {}}
     jobs = []

@@ -39,3 +39,28 @@ def test_clearly_above_needs_every_split_and_two_standard_errors():
     assert not v["clearly_above"] and v["splits_above"] == 2          # below on one split
     v = bench.compare_with_ridge(_result({1: [0.95], 2: [0.83], 3: [0.79]}, ridge), "default")
     assert v["splits_above"] == 3 and not v["clearly_above"]          # above everywhere, but within the noise
+
+
+def test_every_protocol_candidate_is_a_valid_command_line():
+    """A pre-registered candidate with a misspelled or out-of-range flag would only fail on the GPU machine, after its
+    data was written: every candidate of every protocol parses with train_simple's own parser."""
+    from helpers import train_script
+    parser = train_script()["build_parser"]()
+    tables = [bench.P4_CANDIDATES] + [candidates for candidates, _ in bench.LATER_PROTOCOLS.values()]
+    for candidates in tables:
+        for name, flags in candidates.items():
+            args = parser.parse_args(["--subset", "split.json", *bench.P4_FLAGS, *flags])
+            assert args.modality == "landmarks", name
+    assert vars(parser.parse_args(["--subset", "s.json", *bench.P6_CANDIDATES["h768"]]))["hidden_dim"] == 768
+
+
+def test_a_protocol_without_an_adopted_candidate_runs_no_claim(tmp_path, monkeypatch, capsys):
+    """Test is looked at only for an adopted recipe: a claim stage before adoption stops with one line, before any
+    data is read (the pack is never opened)."""
+    for n, (_, adopted) in bench.LATER_PROTOCOLS.items():
+        if adopted is not None:
+            continue
+        monkeypatch.setattr("sys.argv", ["bench_real_landmarks.py", f"--protocol{n}", "claim", "--out", str(tmp_path),
+                                         "--union_file", str(tmp_path / "absent.npz")])
+        with pytest.raises(SystemExit, match=f"Protocol {n} adopted no candidate"):
+            bench.main()
