@@ -386,7 +386,7 @@ P6_CANDIDATES = {  # Protocol 6 (BENCHMARKS.md, written down before its runs): f
     "l4": ["--num_layers", "4"],
     "lr6e-4": ["--lr", "6e-4"],
 }
-P6_ADOPTED = None  # set from Protocol 6's selection (BENCHMARKS.md) before its claim
+P6_ADOPTED = None  # Protocol 6 adopted no candidate (BENCHMARKS.md: l4 +0.4 points on val, the rule asks for 2)
 # Protocols after 4: number -> (candidates, the adopted one or None); their claims run the adopted recipe and default
 LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED), 6: (P6_CANDIDATES, P6_ADOPTED)}
 P4_FLAGS = ["--modality", "landmarks", "--no_compile", "--no_cache"]  # the CLI's defaults otherwise
