@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hybrid_asl.engine
-from helpers import ROOT, train_main, train_run
+from helpers import ROOT, train_main, train_run, train_script
 from hybrid_asl.engine import CudaGraphStep, make_eval_step, make_train_step
 from hybrid_asl.landmarks import LandmarkPreprocessor
 from test_nslt1000_fixes import make_wlasl_layout
@@ -185,3 +185,59 @@ def test_nonfinite_loss_is_skipped_on_the_device(data, tmp_path, monkeypatch):
     checkpoint = torch.load(out / "last.pt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values()), "weights never become non-finite"
     assert sum(int(row["skipped_steps"]) for row in summary(out)) > 0, "some steps were poisoned and skipped"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPUs without bf16 (Pascal, Turing: most 4 GB cards) take fp16 autocast with the GradScaler and no CUDA graphs;
+# this GPU has bf16, so the tests make it look older.
+
+@pytest.fixture
+def fp16_gpu(monkeypatch):
+    no_bf16 = lambda device: False  # noqa: E731
+    monkeypatch.setattr(hybrid_asl.engine, "uses_bf16", no_bf16)  # amp_context
+    monkeypatch.setitem(train_script()["main"].__globals__, "uses_bf16", no_bf16)  # the script's graphs and scaler
+    return train_script()["main"].__globals__
+
+
+def test_fp16_gpus_train_with_the_grad_scaler(data, tmp_path, fp16_gpu, capsys):
+    data_dir, subset = data
+    out = tmp_path / "fp16"
+    assert train_main(["--data_dir", str(data_dir), "--subset", subset, "--epochs", "3", *DETERMINISTIC,
+                       "--output_dir", str(out)]) == 0
+    assert "fp16 autocast, CUDA graphs off" in capsys.readouterr().out
+    losses = [float(r["train_loss"]) for r in summary(out)]
+    assert len(losses) == 3 and losses[-1] < losses[0], losses  # finite (nan fails <) and learning
+    scaler = torch.load(out / "last.pt", weights_only=True)["scaler"]
+    assert scaler and 0 < scaler["scale"] < float("inf"), "an enabled scaler's state is kept for resuming"
+    assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 12
+
+
+def test_fp16_gpus_skip_nonfinite_steps_and_resume(data, tmp_path, fp16_gpu, monkeypatch):
+    """A NaN loss every third step: the GradScaler skips those updates and lowers its scale, the weights stay
+    finite; a run stopped after its first epoch resumes with the scaler's state and finishes."""
+    data_dir, subset = data
+    real = hybrid_asl.engine.weighted_loss
+    calls = [0]
+
+    def poisoned(*args):
+        calls[0] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls[0] % 3 == 0 else loss
+    monkeypatch.setattr(hybrid_asl.engine, "weighted_loss", poisoned)
+    real_summary = fp16_gpu["write_summary"]
+
+    def stop_after_first_epoch(path, history):
+        real_summary(path, history)
+        raise KeyboardInterrupt
+    monkeypatch.setitem(fp16_gpu, "write_summary", stop_after_first_epoch)
+    out = tmp_path / "run"
+    assert train_main(["--data_dir", str(data_dir), "--subset", subset, "--epochs", "2", *DETERMINISTIC,
+                       "--output_dir", str(out)]) == 130
+    first = torch.load(out / "last.pt", weights_only=True)
+    assert first["epoch"] == 1 and first["scaler"]["scale"] < 65536.0, "poisoned steps lowered the initial scale"
+    monkeypatch.setitem(fp16_gpu, "write_summary", real_summary)
+    assert train_main(["--resume", str(out / "last.pt")]) == 0
+    rows = summary(out)
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and sum(int(r["skipped_steps"]) for r in rows) > 0
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in last["model"].values()), "weights never become non-finite"
