@@ -36,7 +36,7 @@ import numpy as np
 # where it needs it (CheckpointModel, predict_clips, the Gemma extractor).
 from hybrid_asl import live
 from hybrid_asl.cli import HelpFormatter, int_range, resolve_device, run_cli
-from hybrid_asl.clips import LANDMARK_DIM, check_array, read_array, sample_clip
+from hybrid_asl.clips import LANDMARK_DIM, sample_clip, stream_array
 from hybrid_asl.errors import INSTALL_HINT, ClipError, DataError
 from hybrid_asl.extraction import read_metadata
 from hybrid_asl.files import atomic_write_text, check_output_path, csv_text, not_a_regular_file
@@ -193,8 +193,8 @@ def load_gemma_extractor(args, cli, gemma_dim, device):
 # From arrays to probabilities, exactly as training reads a clip
 
 def read_clip(gemma_source, landmarks_source, num_frames, gemma_dim, video=None):
-    """One input -> the clip training would have read: each stream from a .npy path (read_array) or from an array
-    extracted from `video` (check_array), then clips.sample_clip. Messages name the user's own files.
+    """One input -> the clip training would have read: each stream from a .npy path or from an array extracted
+    from `video` (clips.stream_array), then clips.sample_clip. Messages name the user's own files.
 
     Returns (gemma (L, D) float16 or None, landmarks (L, 162) float32 or None); raises ClipError for a bad input.
     """
@@ -205,8 +205,7 @@ def read_clip(gemma_source, landmarks_source, num_frames, gemma_dim, video=None)
             continue
         names[stream] = f"the {stream} extracted from {video}" if isinstance(source, np.ndarray) else str(source)
         try:
-            arrays[stream] = (check_array(source, names[stream], width) if isinstance(source, np.ndarray)
-                              else read_array(source, width))
+            arrays[stream] = stream_array(source, width, names[stream])
         except ClipError as e:
             raise explained(e, stream, source, gemma_dim) from None
     gemma, landmarks, nonfinite = sample_clip(arrays["gemma"], arrays["landmarks"], num_frames, names["gemma"],

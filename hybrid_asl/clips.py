@@ -83,6 +83,12 @@ def check_array(array, name, width=None):
     return array
 
 
+def stream_array(source, width, name):
+    """One stream of a clip from a .npy path (read_array) or an array already in memory (check_array, messages
+    calling it `name`): what prediction accepts for either stream."""
+    return check_array(source, name, width) if isinstance(source, np.ndarray) else read_array(source, width)
+
+
 def sample_clip(gemma, landmarks, num_frames, gemma_name="the Gemma features", landmarks_name="the landmarks"):
     """Checks the values of one clip's arrays and samples both streams onto the same time grid.
 

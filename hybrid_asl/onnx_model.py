@@ -8,14 +8,14 @@ needs `pip install onnxruntime "numpy<2"`.
     probs = model.predict([clip])                         # (clips, classes)
     top_k(probs[0], model.label_mapping, 5)               # [(gloss, wlasl_id, probability)]
 
-A clip is read and sampled by hybrid_asl.clips (read_array / check_array, sample_clip) and padded by clips.pad_clips,
+A clip is read and sampled by hybrid_asl.clips (stream_array, sample_clip) and padded by clips.pad_clips,
 as predict.py's checkpoint path batches it; the graph does the rest (hybrid_asl.onnx_export).
 """
 import json
 
 import numpy as np
 
-from hybrid_asl.clips import LANDMARK_DIM, check_array, pad_clips, read_array, sample_clip
+from hybrid_asl.clips import LANDMARK_DIM, pad_clips, sample_clip, stream_array
 from hybrid_asl.errors import DataError
 from hybrid_asl.files import require_regular_file
 
@@ -86,8 +86,7 @@ class OnnxModel:
             elif source is None:
                 raise DataError(f"{self.path} (modality {self.modality}) needs {stream}")
             else:
-                arrays[stream] = (check_array(source, f"the {stream} array", width) if isinstance(source, np.ndarray)
-                                  else read_array(source, width))
+                arrays[stream] = stream_array(source, width, f"the {stream} array")
         gemma, landmarks, _ = sample_clip(arrays["gemma"], arrays["landmarks"], self.num_frames)
         return gemma, landmarks
 
