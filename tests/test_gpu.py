@@ -1,4 +1,5 @@
-"""GPU correctness: CUDA-graph replay matches the eager path, bf16 autocast trains, memory stays small.
+"""GPU correctness: CUDA-graph replay matches the eager path, bf16 autocast trains (and fp16 with the GradScaler, as on
+GPUs without bf16), splits in host memory train as GPU-resident ones do, memory stays small.
 Skipped without CUDA (CI has no GPU); run on a GPU machine with `python -m pytest tests/test_gpu.py`."""
 import csv
 import json
