@@ -387,8 +387,9 @@ P6_CANDIDATES = {  # Protocol 6 (BENCHMARKS.md, written down before its runs): f
     "lr6e-4": ["--lr", "6e-4"],
 }
 P6_ADOPTED = None  # Protocol 6 adopted no candidate (BENCHMARKS.md: l4 +0.4 points on val, the rule asks for 2)
-# Protocols after 4: number -> (candidates, the adopted one or None); their claims run the adopted recipe and default
-LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED), 6: (P6_CANDIDATES, P6_ADOPTED)}
+# Protocols after 4: number -> (candidates, the adopted one or None, what its claim runs beside the adopted one:
+# Protocol 5 compared with Protocol 4's claim of today's defaults, Protocol 6 runs them again)
+LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED, ()), 6: (P6_CANDIDATES, P6_ADOPTED, ("default",))}
 P4_FLAGS = ["--modality", "landmarks", "--no_compile", "--no_cache"]  # the CLI's defaults otherwise
 
 
@@ -514,12 +515,11 @@ def protocol4(args):
     later = next((n for n in LATER_PROTOCOLS if getattr(args, f"protocol{n}", None)), None)
     if later:
         stage = getattr(args, f"protocol{later}")
-        candidates, adopted = LATER_PROTOCOLS[later]
+        candidates, adopted, beside = LATER_PROTOCOLS[later]
         if stage == "claim" and not (args.configs or adopted):
             raise SystemExit(f"error: Protocol {later} adopted no candidate (P{later}_ADOPTED is None): its claim is "
                              "not run; pass --configs to score candidates on test anyway")
-        names = args.configs or (list(candidates) if stage == "selection" else
-                                 [adopted] if later == 5 else ["default", adopted])
+        names = args.configs or (list(candidates) if stage == "selection" else [*beside, adopted])
     else:
         stage, candidates = args.protocol4, P4_CANDIDATES
         names = args.configs or ([c for c in P4_CANDIDATES if c != "before"] if stage == "selection"

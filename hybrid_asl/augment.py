@@ -102,6 +102,13 @@ def mirror_landmarks(landmarks, mask):
     return _mirrored(landmarks.reshape(B, T, NUM_POINTS, 3), present).reshape(B, T, -1).to(landmarks.dtype)
 
 
+def draw(shape, generator, device, sampler=torch.rand):
+    """Random numbers (torch.rand, or torch.randn) made on the generator's device (the default generator of `device`
+    when None), then moved to `device`: the numbers do not depend on where the batch lives."""
+    gen_device = device if generator is None else generator.device
+    return sampler(*shape, generator=generator, device=gen_device).to(device)
+
+
 def mix_clips(gemma, landmarks, mask, weight, p, generator):
     """Mixup on sequences (--mixup p), on the model's prepared inputs: with probability p a clip is mixed with the
     next clip of the (shuffled) batch, own share lam ~ U(0.5, 1), the partner resampled in time to the clip's own
@@ -109,8 +116,7 @@ def mix_clips(gemma, landmarks, mask, weight, p, generator):
     never mixed. -> (gemma, landmarks, partner index (B,), lam (B,)); the loss mixes the labels with the same lam."""
     B, T = mask.shape
     dev = mask.device
-    gen_dev = dev if generator is None else generator.device
-    u = torch.rand(B, 2, generator=generator, device=gen_dev).to(dev)
+    u = draw((B, 2), generator, dev)
     partner = torch.arange(B, device=dev).roll(-1)
     on = (u[:, 0] < p) & (weight > 0) & (weight[partner] > 0)
     lam = torch.where(on, 1 - 0.5 * u[:, 1], torch.ones_like(u[:, 1]))
@@ -253,18 +259,13 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
     B, T = mask.shape
     dev = mask.device
 
-    gen_dev = dev if generator is None else generator.device
-
-    def rand(*shape):  # drawn on the generator's device, so results do not depend on the batch's device
-        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
-
     # every draw is made whether or not its stream is present, so both streams see the same random numbers
     names = ["speed", "speed_val", "speed_off", "crop", "crop_val", "crop_off", "rotate", "rotate_val",
              "scale", "scale_val", "aspect_val", "shear", "shear_x", "shear_y", "translate", "tx", "ty",
              "mirror", "hand_drop", "hand_which", "frame_mask", "gemma_noise", "gemma_drop"]
-    draws = rand(B, len(names))
+    draws = draw((B, len(names)), generator, dev)
     u = {n: draws[:, i] for i, n in enumerate(names)}
-    frame_u = rand(B, T)
+    frame_u = draw((B, T), generator, dev)
 
     # --- time: resample + crop, one gather for both streams -----------------------------------------
     mask = mask.bool()
@@ -287,11 +288,11 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
         if cfg["gemma_noise_p"] > 0:
             # noise relative to the clip's own feature RMS: features may come from any extractor scale
             rms = ((g.float() ** 2 * real).sum((1, 2)) / (real.sum((1, 2)) * g.shape[-1]).clamp(min=1)).sqrt()
-            n = torch.randn(g.shape, generator=generator, device=gen_dev).to(dev)
+            n = draw(g.shape, generator, dev, torch.randn)
             sigma = (cfg["gemma_noise_std"] * rms * noise_on)[:, None, None]
             g = g + (n * sigma).to(g.dtype) * real * ~fm[..., None]
         if cfg["gemma_drop_p"] > 0:
-            ch = rand(B, g.shape[-1]) < cfg["gemma_drop_ratio"]
+            ch = draw((B, g.shape[-1]), generator, dev) < cfg["gemma_drop_ratio"]
             on = (u["gemma_drop"] < cfg["gemma_drop_p"])[:, None]
             keep_scale = 1.0 / (1.0 - cfg["gemma_drop_ratio"]) if cfg["gemma_drop_ratio"] < 1 else 0.0
             factor = torch.where(on, (~ch).to(g.dtype) * keep_scale, torch.ones_like(ch, dtype=g.dtype))
@@ -299,10 +300,10 @@ def augment_batch(gemma, landmarks, mask, cfg: dict, generator: torch.Generator)
     else:
         g = None
     if lm is not None and cfg["jitter_p"] > 0:  # drawn last, and only when on: the other draws stay as they were
-        on = (rand(B) < cfg["jitter_p"]).float()
+        on = (draw((B,), generator, dev) < cfg["jitter_p"]).float()
         pts = lm.reshape(B, T, NUM_POINTS, 3)
         _, scale = clip_centre_scale(lm, new_mask)
-        noise = torch.randn(pts.shape, generator=generator, device=gen_dev).to(dev)
+        noise = draw(pts.shape, generator, dev, torch.randn)
         sigma = (cfg["jitter_std"] * scale * on)[:, None, None, None]
         pts = torch.where(point_presence(lm)[..., None], pts + noise * sigma, pts)  # undetected stays 0
         lm = pts.reshape(B, T, -1) * new_mask[..., None]

@@ -5,8 +5,9 @@
 
 The graph is the product's own inference path on raw inputs (inference_logits: engine.prepare_inputs with the
 checkpoint's LandmarkPreprocessor, then the model, and the run's test-time flip averaging when it used it), so the
-landmark normalization and standardization are baked into it: a consumer feeds raw MediaPipe rows and never re-implements clip medians, hand-local coordinates or
-velocities (where train/serve skew would come from). Inputs, only the streams the model uses, in this order:
+landmark normalization and standardization are baked into it: a consumer feeds raw MediaPipe rows and never
+re-implements clip medians, hand-local coordinates or velocities (where train/serve skew would come from).
+Inputs, only the streams the model uses, in this order:
 
     gemma      float32 (batch, time, gemma_dim)  Gemma features per frame; rounded to float16 in the graph, as the
                                                  packed splits store them

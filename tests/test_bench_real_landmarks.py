@@ -46,7 +46,7 @@ def test_every_protocol_candidate_is_a_valid_command_line():
     data was written: every candidate of every protocol parses with train_simple's own parser."""
     from helpers import train_script
     parser = train_script()["build_parser"]()
-    tables = [bench.P4_CANDIDATES] + [candidates for candidates, _ in bench.LATER_PROTOCOLS.values()]
+    tables = [bench.P4_CANDIDATES] + [protocol[0] for protocol in bench.LATER_PROTOCOLS.values()]
     for candidates in tables:
         for name, flags in candidates.items():
             args = parser.parse_args(["--subset", "split.json", *bench.P4_FLAGS, *flags])
@@ -57,7 +57,7 @@ def test_every_protocol_candidate_is_a_valid_command_line():
 def test_a_protocol_without_an_adopted_candidate_runs_no_claim(tmp_path, monkeypatch, capsys):
     """Test is looked at only for an adopted recipe: a claim stage before adoption stops with one line, before any
     data is read (the pack is never opened)."""
-    for n, (_, adopted) in bench.LATER_PROTOCOLS.items():
+    for n, (_, adopted, _) in bench.LATER_PROTOCOLS.items():
         if adopted is not None:
             continue
         monkeypatch.setattr("sys.argv", ["bench_real_landmarks.py", f"--protocol{n}", "claim", "--out", str(tmp_path),
