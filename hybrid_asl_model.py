@@ -7,7 +7,7 @@ padded to T frames gives the same logits as the unpadded clip.
 
 The primary model is `SimpleHybridASLModel` in hybrid_asl_model_simple.py; it is assembled from the blocks here.
 `FullHybridASLModel` (--model full) fuses the two streams frame by frame with cross-attention before a shared
-temporal encoder.
+temporal encoder. `Ensemble` (--ensemble N) holds N independently initialised copies of either model.
 """
 import math
 
@@ -236,3 +236,26 @@ class FullHybridASLModel(nn.Module):
             h = layer(h, mask)
         pooled = masked_mean(self.norm(h), mask)
         return self.classifier(self.dropout(pooled))
+
+
+class Ensemble(nn.Module):
+    """N copies of one model, each initialised on its own, trained side by side on the same batches, each on its own
+    loss (engine.member_logits): the copies stay as different as separately trained runs, which is where an
+    ensemble's gain comes from. The output is the log of the members' mean class probabilities, so softmax(output) is
+    that mean and every consumer of logits (evaluation, prediction, the ONNX graph) needs nothing else."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def member_logits(self, gemma_features, landmarks, mask=None):
+        """(members, B, num_classes): every member's own logits."""
+        return torch.stack([m(gemma_features, landmarks, mask) for m in self.members])
+
+    def forward(self, gemma_features, landmarks, mask=None):
+        return mean_probability_logits(self.member_logits(gemma_features, landmarks, mask))
+
+
+def mean_probability_logits(member_logits):
+    """(members, B, C) logits -> (B, C): the log of the mean of the members' class probabilities."""
+    return torch.logsumexp(member_logits.float().log_softmax(-1), 0) - math.log(member_logits.shape[0])

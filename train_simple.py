@@ -52,7 +52,7 @@ SCHEDULE_KEYS = ("lr", "warmup_epochs", "min_lr_ratio", "batch_size", "weight_de
 DEFAULT_EPOCHS, MIN_STEPS = 50, 4000
 LANDMARK_FRAMES = 64   # --modality landmarks: frames per clip when neither --landmark_frames nor --num_frames is given
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
-                    "no_landmark_norm", "legacy_pos_encoding", "encoder")
+                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble")
 
 
 def build_parser():
@@ -85,6 +85,10 @@ def build_parser():
     g.add_argument("--encoder", default="transformer", choices=ENCODERS,
                    help="temporal encoder of the simple model: transformer layers, or conv: three depthwise "
                         "convolution blocks before each transformer layer (Kaggle ISLR 2023 style)")
+    g.add_argument("--ensemble", type=int_range(1, 16), default=1,
+                   help="train this many independently initialised copies of the model side by side, each on its own "
+                        "loss, and predict with the mean of their class probabilities (each copy costs a model's "
+                        "time and memory)")
     g.add_argument("--dropout", type=open_probability, default=0.5, help="dropout in the fusion and classifier")
     g.add_argument("--encoder_dropout", type=open_probability, default=0.1, help="dropout inside the transformers")
     g.add_argument("--drop_path", type=open_probability, default=0.1, help="stochastic depth rate of the top layer")

@@ -8,6 +8,7 @@
     python bench_real_landmarks.py --protocol4 claim --jobs 8
     python bench_real_landmarks.py --protocol5 selection --jobs 18  # Protocol 5: mixup, conv encoder, flip TTA, width
     python bench_real_landmarks.py --protocol6 selection --jobs 12  # Protocol 6: width, depth, learning rate
+    python bench_real_landmarks.py --protocol7 selection --jobs 6   # Protocol 7: an ensemble of 3 (--ensemble 3)
     python bench_real_landmarks.py --protocol4_pack .bench/union112.npz   # the clips Protocol 4 uses, float16, for a
                                                                           # machine without ../shared (--union_file)
 
@@ -247,7 +248,8 @@ def main():
     p.add_argument("--ablation", action="store_true",
                    help="run every configuration (raw/normalized, augment none/light/strong, EMA, class weights)")
     p.add_argument("--configs", nargs="+", default=None, choices=list(dict.fromkeys([*CONFIGS, *P4_CANDIDATES,
-                                                                                    *P5_CANDIDATES, *P6_CANDIDATES])),
+                                                                                    *P5_CANDIDATES, *P6_CANDIDATES,
+                                                                                    *P7_CANDIDATES])),
                    help="explicit configurations to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds per configuration and split")
     p.add_argument("--split_seeds", nargs="+", type=int, default=[1234], help="seeds of the stratified splits")
@@ -265,6 +267,10 @@ def main():
                    help="Protocol 5 (BENCHMARKS.md): Protocol 4's data and stages with the candidates it left out")
     p.add_argument("--protocol6", choices=("selection", "claim"), default=None,
                    help="Protocol 6 (BENCHMARKS.md): Protocol 4's data and stages; width, depth, learning rate")
+    p.add_argument("--protocol7", choices=("selection", "claim"), default=None,
+                   help="Protocol 7 (BENCHMARKS.md): Protocol 4's data and stages; an ensemble of 3 (--ensemble 3)")
+    p.add_argument("--seeds_of_claim", nargs="+", type=int, choices=P4_SEEDS, default=None,
+                   help="a claim's training seeds (default both: 0 1); a claim run in parts resumes where it stopped")
     p.add_argument("--ks", nargs="+", type=int, choices=P4_KS, default=None,
                    help="a claim's k values (default all: 3, 5, 10); a claim run in parts resumes where it stopped")
     p.add_argument("--union_file", default=None, help="Protocol 4's clips from a --protocol4_pack file")
@@ -273,7 +279,7 @@ def main():
     if args.protocol4_pack:
         protocol4_pack(args.protocol4_pack)
         return 0
-    if args.protocol4 or args.protocol5 or args.protocol6:
+    if args.protocol4 or any(getattr(args, f"protocol{n}") for n in LATER_PROTOCOLS):
         return protocol4(args)
     if args.merge:
         print(results_table(*[json.loads(Path(f).read_text()) for f in args.merge]), end="")
@@ -387,9 +393,15 @@ P6_CANDIDATES = {  # Protocol 6 (BENCHMARKS.md, written down before its runs): f
     "lr6e-4": ["--lr", "6e-4"],
 }
 P6_ADOPTED = None  # Protocol 6 adopted no candidate (BENCHMARKS.md: l4 +0.4 points on val, the rule asks for 2)
+P7_CANDIDATES = {  # Protocol 7 (BENCHMARKS.md, written down before its runs): flags added to today's defaults
+    "default": [],
+    "ens3": ["--ensemble", "3"],
+}
+P7_ADOPTED = None  # set to the adopted candidate's name only if the selection adopts one
 # Protocols after 4: number -> (candidates, the adopted one or None, what its claim runs beside the adopted one:
-# Protocol 5 compared with Protocol 4's claim of today's defaults, Protocol 6 runs them again)
-LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED, ()), 6: (P6_CANDIDATES, P6_ADOPTED, ("default",))}
+# Protocols 5 and 7 compare with Protocol 4's claim of today's defaults, Protocol 6 runs them again)
+LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED, ()), 6: (P6_CANDIDATES, P6_ADOPTED, ("default",)),
+                   7: (P7_CANDIDATES, P7_ADOPTED, ())}
 P4_FLAGS = ["--modality", "landmarks", "--no_compile", "--no_cache"]  # the CLI's defaults otherwise
 
 
@@ -526,7 +538,8 @@ def protocol4(args):
                                  else ["before", ADOPTED])
     seqs, labels, classes, set_of, splits = protocol4_data(args.union_file)
     out = Path(args.out)
-    ks, seeds = ((5,), (0,)) if stage == "selection" else (tuple(args.ks or P4_KS), P4_SEEDS)
+    ks, seeds = ((5,), (0,)) if stage == "selection" else (tuple(args.ks or P4_KS),
+                                                           tuple(args.seeds_of_claim or P4_SEEDS))
     results = {"stage": stage, "candidates": {c: candidates[c] for c in names}, "flags": P4_FLAGS,
                "runs": [], "ridge": {}}
     jobs = []
@@ -575,7 +588,7 @@ def protocol4(args):
     done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
     key = lambda split_seed, k, name, seed: (split_seed, k, name, seed)  # noqa: E731
     finished = {key(r["split_seed"], r["k"], r["config"], r["seed"]) for r in done}
-    results["runs"] += [r for r in done if r["config"] in names and r["k"] in ks]
+    results["runs"] += [r for r in done if r["config"] in names and r["k"] in ks and r["seed"] in seeds]
     jobs = [j for j in jobs if key(*j[:4]) not in finished]
     print(f"{len(finished)} runs already done ({done_file}), {len(jobs)} to go", flush=True)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool, open(done_file, "a") as log:

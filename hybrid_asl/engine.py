@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from hybrid_asl.augment import augment_batch, mirror_landmarks, mix_clips
 from hybrid_asl.metrics import classification_metrics, topk_correct
+from hybrid_asl_model import Ensemble, mean_probability_logits
 
 
 def uses_bf16(device):
@@ -56,6 +57,13 @@ def inference_logits(model, prepare, batch, tta_flip=False):
     flipped = batch._replace(landmarks=mirror_landmarks(batch.landmarks, batch.mask))
     both = torch.stack([logits.log_softmax(-1), model(*prepare_inputs(flipped, prepare)).float().log_softmax(-1)])
     return torch.logsumexp(both, 0) - math.log(2)
+
+
+def member_logits(model, gemma, landmarks, mask):
+    """(members, B, C): the own logits of every member of an Ensemble, or of the one model."""
+    if isinstance(model, Ensemble):
+        return model.member_logits(gemma, landmarks, mask)
+    return model(gemma, landmarks, mask)[None]
 
 
 def weighted_loss(logits, labels, weight, class_weights, label_smoothing, partner=None, lam=None):
@@ -115,10 +123,11 @@ def make_train_step(model, prepare, optimizer, args, class_weights, amp, augment
         if mixup > 0:  # drawn after the augmentation, and only when on: without it every draw stays as it was
             gemma, landmarks, partner, lam = mix_clips(gemma, landmarks, mask, batch.weight, mixup, generator)
         with amp:
-            logits = model(gemma, landmarks, mask)
-        loss = weighted_loss(logits.float(), batch.labels, batch.weight, class_weights, args.label_smoothing,
-                             partner, lam)
-        return loss, logits
+            members = member_logits(model, gemma, landmarks, mask)
+        # each member of an Ensemble learns from its own loss: one loss of their mean would train them as one model
+        loss = sum(weighted_loss(m.float(), batch.labels, batch.weight, class_weights, args.label_smoothing, partner,
+                                 lam) for m in members) / len(members)
+        return loss, members[0] if len(members) == 1 else mean_probability_logits(members)
 
     if compile_forward:  # fuses augmentation, normalization and the model's small ops into a few kernels
         forward_loss = torch.compile(forward_loss, dynamic=False)

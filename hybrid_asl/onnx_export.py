@@ -267,7 +267,7 @@ def build_metadata(checkpoint_path, checkpoint, args, prepare, names, max_frames
                   "hidden_dim": config["hidden_dim"], "num_layers": config["num_layers"],
                   "num_heads": config["num_heads"],
                   "positional_encoding": {True: "learned", False: "sinusoidal", None: None}[learned],
-                  "max_frames": int(max_frames)},
+                  "max_frames": int(max_frames), "members": config.get("members", 1)},
         "num_frames": int(args.num_frames), "num_classes": len(mapping), "gemma_dim": gemma_dim,
         "inputs": [inputs[name] for name in names],
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(mapping)],

@@ -16,7 +16,7 @@ from hybrid_asl.cli import available_memory_bytes
 from hybrid_asl.errors import DataError
 from hybrid_asl.files import not_a_regular_file, read_text
 from hybrid_asl.landmarks import landmark_feature_dim
-from hybrid_asl_model import FullHybridASLModel
+from hybrid_asl_model import Ensemble, FullHybridASLModel
 from hybrid_asl_model_simple import SimpleHybridASLModel
 
 
@@ -93,7 +93,7 @@ def model_config(args, num_classes, gemma_dim):
                   dropout=args.dropout, landmark_dim=landmark_feature_dim(not args.no_landmark_norm),
                   num_layers=args.num_layers, num_heads=args.num_heads, encoder_dropout=args.encoder_dropout,
                   use_sinusoidal_pos=not args.legacy_pos_encoding, drop_path=args.drop_path,
-                  max_len=max(512, args.num_frames))
+                  max_len=max(512, args.num_frames), members=getattr(args, "ensemble", 1))
     if args.model == "simple":
         config.update(fusion_type=args.fusion_type, modality=args.modality,
                       encoder=getattr(args, "encoder", "transformer"))
@@ -101,9 +101,12 @@ def model_config(args, num_classes, gemma_dim):
 
 
 def build_model(config):
-    """SimpleHybridASLModel or FullHybridASLModel from a model_config dict."""
-    kwargs = {k: v for k, v in config.items() if k != "model"}
-    return (FullHybridASLModel if config["model"] == "full" else SimpleHybridASLModel)(**kwargs)
+    """SimpleHybridASLModel or FullHybridASLModel from a model_config dict; an Ensemble of them with members > 1
+    (checkpoints from before --ensemble have no "members": one model)."""
+    kwargs = {k: v for k, v in config.items() if k not in ("model", "members")}
+    model_class = FullHybridASLModel if config["model"] == "full" else SimpleHybridASLModel
+    members = config.get("members", 1)
+    return model_class(**kwargs) if members == 1 else Ensemble([model_class(**kwargs) for _ in range(members)])
 
 
 def model_memory_check(args, config, train_clips, device):
@@ -116,7 +119,7 @@ def model_memory_check(args, config, train_clips, device):
     T, H = args.num_frames, args.hidden_dim
     per_token = streams * args.num_layers * (16 * H + args.num_heads * T) + 6 * 453 + \
         2 * (config["gemma_feature_dim"] or 0) + 4 * H
-    per_clip = 4 * T * per_token
+    per_clip = 4 * T * per_token * config.get("members", 1)
     batch = args.batch_size if device.type == "cuda" else min(args.batch_size, train_clips)  # CUDA pads batches
     if device.type == "cuda":
         available = torch.cuda.mem_get_info(device)[0]

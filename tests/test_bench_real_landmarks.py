@@ -52,6 +52,7 @@ def test_every_protocol_candidate_is_a_valid_command_line():
             args = parser.parse_args(["--subset", "split.json", *bench.P4_FLAGS, *flags])
             assert args.modality == "landmarks", name
     assert vars(parser.parse_args(["--subset", "s.json", *bench.P6_CANDIDATES["h768"]]))["hidden_dim"] == 768
+    assert vars(parser.parse_args(["--subset", "s.json", *bench.P7_CANDIDATES["ens3"]]))["ensemble"] == 3
 
 
 def test_a_protocol_without_an_adopted_candidate_runs_no_claim(tmp_path, monkeypatch, capsys):

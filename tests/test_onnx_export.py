@@ -48,8 +48,9 @@ def tiny_checkpoint(path, flags, num_classes=5, gemma_dim=24, seed=0, ema=False)
     torch.manual_seed(seed)
     model = build_model(config)
     with torch.no_grad():
-        model.classifier[-1].weight.normal_(0, 1.0)
-        model.classifier[-1].bias.normal_(0, 1.0)
+        for member in getattr(model, "members", [model]):
+            member.classifier[-1].weight.normal_(0, 1.0)
+            member.classifier[-1].bias.normal_(0, 1.0)
     prepare = None
     if args.modality != "gemma":
         train = SimpleNamespace(landmarks=torch.rand(12, args.num_frames, 162, generator=torch.Generator()
@@ -115,6 +116,7 @@ VARIANTS = {  # together: every model, modality, fusion, positional encoding and
     "simple-landmarks-raw-legacy-pe": ["--modality", "landmarks", "--no_landmark_norm", "--legacy_pos_encoding"],
     "full-hybrid": ["--model", "full", "--modality", "hybrid"],
     "full-hybrid-legacy-pe-ema-501-classes": ["--model", "full", "--modality", "hybrid", "--legacy_pos_encoding"],
+    "simple-landmarks-ensemble": ["--modality", "landmarks", "--ensemble", "3"],
 }
 
 
@@ -139,6 +141,7 @@ def test_every_model_exports_with_parity_and_metadata(name, tmp_path):
     assert stored["model"]["modality"] == modality and stored["model"]["model"] == name.split("-")[0]
     assert stored["model"]["positional_encoding"] == ("learned" if "legacy" in name else "sinusoidal")
     assert stored["checkpoint"]["ema"] == ("ema" in name) and stored["num_frames"] == 16
+    assert stored["model"]["members"] == (3 if "ensemble" in name else 1)
     assert [c["gloss"] for c in stored["classes"]] == [f"gloss{7 * i + 3}" for i in range(classes)]
     state = torch.load(checkpoint, weights_only=True)["landmark_normalization"]
     if state is None:
