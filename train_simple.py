@@ -27,7 +27,8 @@ from tqdm import tqdm
 from hybrid_asl import plots
 from hybrid_asl.augment import add_augment_args, augment_config_from_args, default_preset
 from hybrid_asl.batches import BatchLoader, place_splits_on_device
-from hybrid_asl.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, restore_training, save_checkpoint
+from hybrid_asl.checkpoint import (CHECKPOINT_FORMAT, detached_copy, load_checkpoint, restore_training,
+                                   save_checkpoint)
 from hybrid_asl.cli import (HelpFormatter, Refused, Terminated, exit_code, explicit_flags, float_range, int_range,
                             open_probability, resolve_device, run_cli)
 from hybrid_asl.engine import EMA, build_steps, evaluate, uses_bf16
@@ -50,6 +51,9 @@ SCHEDULE_KEYS = ("lr", "warmup_epochs", "min_lr_ratio", "batch_size", "weight_de
 # Protocol 4 (BENCHMARKS.md) chose these on 112 classes of real signers at 5 clips per class: small training splits
 # need thousands of optimizer steps, and landmarks alone can keep every frame of a clip (they are cheap).
 DEFAULT_EPOCHS, MIN_STEPS = 50, 4000
+# last.pt is written about this many times per run at most: on a small split an epoch takes less time than writing
+# the checkpoint (0.2 s for 83 MB), and a 223-epoch run spent more time saving than training (BENCHMARKS.md)
+LAST_CHECKPOINTS = 50
 LANDMARK_FRAMES = 64   # --modality landmarks: frames per clip when neither --landmark_frames nor --num_frames is given
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
                     "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble")
@@ -137,6 +141,10 @@ def build_parser():
                    help="run folder: checkpoints, logs, results (default runs/<subset>-<timestamp>)")
     g.add_argument("--resume", default=None, help="continue the run saved in this last.pt")
     g.add_argument("--overwrite", action="store_true", help="train into an --output_dir that already holds a run")
+    g.add_argument("--save_every", type=int_range(1, 100000), default=None,
+                   help=f"write last.pt every N epochs (default: every epoch up to {LAST_CHECKPOINTS} epochs, else about "
+                        f"{LAST_CHECKPOINTS} times in the run). Ctrl-C, SIGTERM and a failed epoch still save the last "
+                        "finished epoch; only a hard kill loses the epochs since the last write")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--seed", type=int_range(0, 2**32 - 1), default=42,
                    help="random seed (same seed + data + CPU = same metrics)")
@@ -265,6 +273,8 @@ def train(argv, cleanup, log):
         if args.epochs != DEFAULT_EPOCHS:
             print(f"epochs: {args.epochs} ({len(splits['train'])} training clips: at least --min_steps "
                   f"{args.min_steps} optimizer steps; --epochs N sets it)")
+    if args.save_every is None:
+        args.save_every = -(-args.epochs // LAST_CHECKPOINTS)
     if args.warmup_epochs >= args.epochs:
         print(f"warning: --warmup_epochs {args.warmup_epochs} >= --epochs {args.epochs}: the learning rate only "
               f"warms up and never decays; give fewer warmup epochs (e.g. --warmup_epochs {args.epochs // 10})")
@@ -360,7 +370,11 @@ def train(argv, cleanup, log):
         save_checkpoint(checkpoint(0), out_dir / "last.pt")  # so even an interrupted first epoch can resume
 
     # ---- training --------------------------------------------------------------------------------------------
-    skipped_steps = 0
+    skipped_steps, unsaved = 0, None  # unsaved: the last finished epoch's checkpoint when last.pt is older
+
+    def save_unsaved():
+        if unsaved is not None:
+            save_checkpoint(unsaved, out_dir / "last.pt")
     try:
         for epoch in range(start_epoch, args.epochs):
             t0 = time.time()
@@ -388,6 +402,7 @@ def train(argv, cleanup, log):
                 print(f"error: {nonfinite} of {n_steps} steps in epoch {epoch + 1} had a non-finite loss; lower --lr "
                       f"(now {args.lr:g}) or check the features for extreme values. The last good checkpoint is "
                       f"{quote(out_dir / 'last.pt')}", file=sys.stderr)
+                save_unsaved()
                 return 1
             if nonfinite:
                 print(f"warning: skipped {nonfinite} steps with a non-finite loss in epoch {epoch + 1}")
@@ -404,7 +419,11 @@ def train(argv, cleanup, log):
             if val["top1"] > best_top1:
                 best_top1, best_epoch = val["top1"], epoch + 1
                 save_checkpoint(checkpoint(epoch + 1, eval_model.state_dict()), out_dir / "best.pt")  # as evaluated
-            save_checkpoint(checkpoint(epoch + 1), out_dir / "last.pt")
+            if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
+                save_checkpoint(checkpoint(epoch + 1), out_dir / "last.pt")
+                unsaved = None
+            else:  # kept in host memory: an interrupt or a failed epoch writes it
+                unsaved = detached_copy(checkpoint(epoch + 1))
             write_summary(out_dir / "summary.csv", history)
             if writer is not None:
                 for key, value in row.items():
@@ -415,6 +434,7 @@ def train(argv, cleanup, log):
                   f"val loss {val['loss']:.4f} top1 {val['top1']:.3f} top5 {val['top5']:.3f}  "
                   f"lr {row['lr']}  {row['seconds']:.1f}s" + ("  *" if best_epoch == epoch + 1 else ""))
     except KeyboardInterrupt as stop:
+        save_unsaved()
         print(f"\ninterrupted{' (SIGTERM)' if isinstance(stop, Terminated) else ''}; {out_dir / 'last.pt'} holds the "
               f"last finished epoch. Resume with:\n  {resume_command}")
         return exit_code(stop)  # Ctrl-C: 130; SIGTERM: 143

@@ -46,6 +46,18 @@ def save_checkpoint(state, path):
     atomic_write(path, lambda f: f.write(buffer.getbuffer()), "wb")
 
 
+def detached_copy(state):
+    """A copy of a checkpoint dict that later training does not change: tensors copied to host memory, containers
+    copied. What save_checkpoint would have written at this moment."""
+    if torch.is_tensor(state):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: detached_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(detached_copy(v) for v in state)
+    return state
+
+
 def load_checkpoint(path):
     """A checkpoint of this trainer in the current layout, loaded without running any code from the file
     (weights_only=True: tensors and plain values only), with one-line errors for anything else. Fields older

@@ -519,6 +519,45 @@ def test_ctrl_c_saves_and_prints_the_exact_resume_command(data, tmp_path, signum
     assert [row["epoch"] for row in summary_rows(out)] == ["1", "2", "3", "4"]
 
 
+def test_last_pt_every_n_epochs_and_an_interrupt_still_saves_the_last_finished_one(data, tmp_path, monkeypatch):
+    """--save_every 3 on a 4-epoch run writes last.pt before training and after epochs 3 and 4 only. Ctrl-C in
+    epoch 3 still leaves the last finished epoch (2, kept in memory) in last.pt, and the resumed run ends exactly
+    as the uninterrupted one (in-process both: the same threads, so every number is equal)."""
+    script = train_script()["train"].__globals__
+    real_save, real_evaluate, writes = script["save_checkpoint"], script["evaluate"], []
+
+    def recorded(state, path):
+        writes.append((Path(path).name, state["epoch"]))
+        real_save(state, path)
+    monkeypatch.setitem(script, "save_checkpoint", recorded)
+    argv = [*map(str, seeded_args(data)), "--save_every", "3"]
+    assert train_main([*argv, "--output_dir", str(tmp_path / "whole")]) == 0
+    assert [epoch for name, epoch in writes if name == "last.pt"] == [0, 3, 4]
+    assert json.loads((tmp_path / "whole" / "args.json").read_text())["save_every"] == 3
+
+    calls = [0]
+
+    def interrupted_in_epoch_3(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+    monkeypatch.setitem(script, "evaluate", interrupted_in_epoch_3)
+    out = tmp_path / "interrupted"
+    assert train_main([*argv, "--output_dir", str(out)]) == 130
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2 == count_rows(out)
+    monkeypatch.setitem(script, "evaluate", real_evaluate)
+    assert train_main(["--resume", str(out / "last.pt")]) == 0
+    assert (out / "metrics.json").read_text() == (tmp_path / "whole" / "metrics.json").read_text()
+    assert summary_rows(out) == summary_rows(tmp_path / "whole")
+
+    # by default a long run writes last.pt about LAST_CHECKPOINTS times: here 2, so every 2nd of 4 epochs
+    monkeypatch.setitem(script, "LAST_CHECKPOINTS", 2)
+    writes.clear()
+    assert train_main([*map(str, seeded_args(data)), "--output_dir", str(tmp_path / "default")]) == 0
+    assert [epoch for name, epoch in writes if name == "last.pt"] == [0, 2, 4]
+
+
 def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(data, reference_run, tmp_path):
     """SIGKILL during epoch 3 of 4 loses at most that epoch; --resume then ends with the uninterrupted run's
     metrics. Tolerance: none. On CPU with the same seed every number in metrics.json is exactly equal, and every
@@ -588,6 +627,20 @@ def test_run_of_nonfinite_losses_stops_and_keeps_the_last_good_checkpoint(data, 
     checkpoint = loads_finite_checkpoint(out / "last.pt")
     assert checkpoint["epoch"] == 0, "last.pt is the last good state, from before the bad epoch"
     assert not (out / "metrics.json").exists() and not (out / "best.pt").exists()
+
+
+def test_a_failed_epoch_between_checkpoint_writes_saves_the_last_good_one(data, tmp_path, monkeypatch):
+    """With --save_every 3, epoch 3 goes non-finite: last.pt is written then, with epoch 2 (kept in memory), not
+    left at epoch 0."""
+    real, calls = hybrid_asl.engine.weighted_loss, [0]
+
+    def nan_from_epoch_3(*args):  # 32 clips, batch 8: 4 steps per epoch
+        calls[0] += 1
+        return real(*args) * (float("nan") if calls[0] > 8 else 1.0)
+    monkeypatch.setattr(hybrid_asl.engine, "weighted_loss", nan_from_epoch_3)
+    out = tmp_path / "run"
+    assert train_main([*map(str, seeded_args(data)), "--save_every", "3", "--output_dir", str(out)]) == 1
+    assert loads_finite_checkpoint(out / "last.pt")["epoch"] == 2
 
 
 def test_same_seed_same_data_same_metrics(data, reference_run, tmp_path):
