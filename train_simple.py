@@ -56,7 +56,7 @@ DEFAULT_EPOCHS, MIN_STEPS = 50, 4000
 LAST_CHECKPOINTS = 50
 LANDMARK_FRAMES = 64   # --modality landmarks: frames per clip when neither --landmark_frames nor --num_frames is given
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
-                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble")
+                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble", "hand_shape")
 
 
 def build_parser():
@@ -98,6 +98,9 @@ def build_parser():
     g.add_argument("--drop_path", type=open_probability, default=0.1, help="stochastic depth rate of the top layer")
     g.add_argument("--no_landmark_norm", action="store_true",
                    help="feed raw MediaPipe coordinates instead of shoulder-normalized landmark channels")
+    g.add_argument("--hand_shape", action="store_true",
+                   help="add 50 landmark channels that describe each hand's shape whatever its position, size and "
+                        "rotation: the bend of every finger joint and the distances between the fingertips")
     g.add_argument("--no_landmark_standardize", action="store_true",
                    help="do not standardize the normalized landmark channels with the training split's mean and std "
                         "(raw coordinates, --no_landmark_norm, are never standardized)")
@@ -198,6 +201,10 @@ def settings(argv):
         parser.error("--model full fuses both streams; use --modality hybrid (or --model simple)")
     if args.model == "full" and args.encoder != "transformer":
         parser.error(f"--encoder {args.encoder} is an encoder of the simple model; drop it or use --model simple")
+    if args.hand_shape and (args.no_landmark_norm or args.modality == "gemma"):
+        parser.error("--hand_shape adds channels to the normalized landmarks; drop it, or drop --no_landmark_norm"
+                     if args.no_landmark_norm else "--hand_shape describes the hands of the landmark stream; "
+                     "--modality gemma has none (drop --hand_shape)")
     if args.tta_flip and args.modality == "gemma":
         parser.error("--tta_flip mirrors the landmarks; --modality gemma has none (drop --tta_flip)")
     if args.hidden_dim % args.num_heads:

@@ -28,6 +28,11 @@ normalize=True: C = 453 channels per frame, in this order:
     [288:450) vel    frame-to-frame difference of the body channels; 0 at the first frame and wherever the
                      point is undetected in either of the two frames
     [450:453) pres   1.0/0.0 per frame: left hand detected, right hand detected, pose detected
+hand_shape=True (--hand_shape) appends 50 channels, C = 503: how each hand is formed, whatever its position, size and
+in-plane or 3-D rotation (signers hold the same handshape at different angles):
+    [453:478) lshape the cosine of the bend at each finger's three joints (15: thumb, index, middle, ring, pinky,
+                     from the knuckle out), then the distances between the five fingertips over the hand size (10)
+    [478:503) rshape the same for the right hand
 A point that was not detected is exactly 0 in every channel (never -centre/scale), so together with the
 presence channels a zero is never mistaken for a position. Padding frames (mask False) are all zeros.
 The output is finite for any finite input (all-zero clips included); NaN input is treated as undetected.
@@ -47,11 +52,20 @@ PALM_PAIRS = ((0, 5), (0, 9), (0, 17), (5, 17))  # wrist/MCP distances: stable u
 MIN_SCALE = 1e-4                     # below this a width/size is degenerate (coincident points)
 NORMALIZED_DIM = 162 + 63 + 63 + 162 + 3
 MAX_SANE = 1e3                      # |channel| beyond this is a tracker failure, not a position
+# Finger joints: the bend at JOINT is the angle between the bones to BEFORE and AFTER (wrist 0; thumb 1-4, index
+# 5-8, middle 9-12, ring 13-16, pinky 17-20, knuckle to tip)
+JOINT = (1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19)
+BEFORE = (0, 1, 2, 0, 5, 6, 0, 9, 10, 0, 13, 14, 0, 17, 18)
+AFTER = (2, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15, 16, 18, 19, 20)
+TIP_PAIRS = tuple((a, b) for i, a in enumerate((4, 8, 12, 16, 20)) for b in (4, 8, 12, 16, 20)[i + 1:])
+SHAPE_DIM = len(JOINT) + len(TIP_PAIRS)   # 25 per hand
 
 
-def landmark_feature_dim(normalize: bool) -> int:
+def landmark_feature_dim(normalize: bool, hand_shape: bool = False) -> int:
     """Channels per frame produced by make_landmark_features."""
-    return NORMALIZED_DIM if normalize else LANDMARK_DIM
+    if not normalize:
+        return LANDMARK_DIM
+    return NORMALIZED_DIM + (2 * SHAPE_DIM if hand_shape else 0)
 
 
 def point_presence(landmarks):
@@ -106,16 +120,35 @@ def clip_centre_scale(landmarks, mask):
     return centre, scale
 
 
+def _hand_size(hand):
+    """hand (B,T,21,3) -> (B,T): the largest palm distance of the frame."""
+    return torch.stack([(hand[:, :, a] - hand[:, :, b]).norm(dim=-1) for a, b in PALM_PAIRS], -1).amax(-1)
+
+
 def _hand_local(hand, ok):
     """hand (B,T,21,3), ok (B,T,21) -> (B,T,63) wrist-relative coordinates / hand size."""
     rel = hand - hand[:, :, :1]
-    size = torch.stack([(hand[:, :, a] - hand[:, :, b]).norm(dim=-1) for a, b in PALM_PAIRS], -1).amax(-1)
+    size = _hand_size(hand)
     ok = ok & ok[:, :, :1] & (size > MIN_SCALE)[..., None]   # needs a wrist and a real palm this frame
     local = torch.where(ok[..., None], rel / size.clamp(min=MIN_SCALE)[..., None, None], torch.zeros_like(rel))
     return local.flatten(2)
 
 
-def make_landmark_features(landmarks, mask, normalize: bool = True):
+def _hand_shape(hand, ok):
+    """hand (B,T,21,3), ok (B,T,21) -> (B,T,25): joint-bend cosines and fingertip distances / hand size; 0 where the
+    hand (all of its points and a real palm) is not seen in the frame."""
+    size = _hand_size(hand)
+    seen = ok.all(-1) & (size > MIN_SCALE)
+    before = hand[:, :, BEFORE] - hand[:, :, JOINT]
+    after = hand[:, :, AFTER] - hand[:, :, JOINT]
+    lengths = before.norm(dim=-1) * after.norm(dim=-1)
+    bend = ((before * after).sum(-1) / lengths.clamp(min=MIN_SCALE ** 2)).clamp(-1, 1)
+    tips = torch.stack([(hand[:, :, a] - hand[:, :, b]).norm(dim=-1) for a, b in TIP_PAIRS], -1)
+    shape = torch.cat([bend, tips / size.clamp(min=MIN_SCALE)[..., None]], -1)
+    return torch.where(seen[..., None], shape, torch.zeros_like(shape))
+
+
+def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: bool = False):
     """(B,T,162) raw landmarks + (B,T) bool mask -> (B,T,C) model input; layout in the module docstring."""
     if not normalize:
         return landmarks
@@ -145,11 +178,14 @@ def make_landmark_features(landmarks, mask, normalize: bool = True):
     pres = torch.stack([present[:, :, LEFT_HAND].any(-1), present[:, :, RIGHT_HAND].any(-1),
                         present[:, :, POSE].any(-1)], dim=-1).float()
 
-    out = torch.cat([body.flatten(2), lhand, rhand, vel.flatten(2), pres], dim=-1)
-    return out * mask[..., None]
+    parts = [body.flatten(2), lhand, rhand, vel.flatten(2), pres]
+    if hand_shape:
+        parts += [_hand_shape(pts[:, :, LEFT_HAND], present[:, :, LEFT_HAND]),
+                  _hand_shape(pts[:, :, RIGHT_HAND], present[:, :, RIGHT_HAND])]
+    return torch.cat(parts, dim=-1) * mask[..., None]
 
 
-def channel_statistics(landmarks, lengths, normalize=True, chunk=1024):
+def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shape=False):
     """Mean and std (C,) of each model input channel over the real frames of a packed split: landmarks (N,T,162)
     (numpy or torch), lengths (N,).
 
@@ -163,11 +199,12 @@ def channel_statistics(landmarks, lengths, normalize=True, chunk=1024):
                             if isinstance(landmarks, np.ndarray) else landmarks[start:start + chunk]).float()
         n = torch.as_tensor(np.array(lengths[start:start + chunk], dtype=np.int64), device=x.device)
         mask = torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
-        f = make_landmark_features(x, mask, normalize)[mask]                   # (real frames, C)
+        f = make_landmark_features(x, mask, normalize, hand_shape)[mask]                   # (real frames, C)
         f = f[(f.abs() <= MAX_SANE).all(dim=1)].double()                       # NaN fails the test too
         total, total_sq, count = total + f.sum(0), total_sq + (f * f).sum(0), count + len(f)
     if count == 0:  # nothing sane to measure: leave the input as it is
-        return torch.zeros(landmark_feature_dim(normalize)), torch.ones(landmark_feature_dim(normalize))
+        dim = landmark_feature_dim(normalize, hand_shape)
+        return torch.zeros(dim), torch.ones(dim)
     mean = total / count
     std = (total_sq / count - mean * mean).clamp(min=0).sqrt()
     return mean.float(), std.clamp(min=1e-2).float()
@@ -178,29 +215,30 @@ class LandmarkPreprocessor(nn.Module):
     with normalize=False), standardized per channel when statistics are given ((x - mean) / std, as the ridge
     baseline's StandardScaler does: channels differ in scale by 100x, positions against frame-to-frame motion).
 
-    state() / from_state() are what a checkpoint keeps: {"normalize", "mean", "std"} (mean/std None: not
-    standardized).
+    state() / from_state() are what a checkpoint keeps: {"normalize", "mean", "std", "hand_shape"} (mean/std None:
+    not standardized; no "hand_shape": a checkpoint from before --hand_shape, without those channels).
     """
 
-    def __init__(self, normalize=True, mean=None, std=None):
+    def __init__(self, normalize=True, mean=None, std=None, hand_shape=False):
         super().__init__()
         self.normalize = bool(normalize)
+        self.hand_shape = bool(hand_shape) and self.normalize
         self.standardize = mean is not None
-        dim = landmark_feature_dim(self.normalize)
+        dim = landmark_feature_dim(self.normalize, self.hand_shape)
         self.register_buffer("mean", torch.zeros(dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.ones(dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, landmarks, mask):
-        x = make_landmark_features(landmarks, mask, self.normalize)
+        x = make_landmark_features(landmarks, mask, self.normalize, self.hand_shape)
         return (x - self.mean) / self.std if self.standardize else x
 
     def state(self):
         return {"normalize": self.normalize, "mean": self.mean.cpu() if self.standardize else None,
-                "std": self.std.cpu() if self.standardize else None}
+                "std": self.std.cpu() if self.standardize else None, "hand_shape": self.hand_shape}
 
     @classmethod
     def from_state(cls, state):
-        return cls(state["normalize"], state.get("mean"), state.get("std"))
+        return cls(state["normalize"], state.get("mean"), state.get("std"), state.get("hand_shape", False))
 
 
 def landmark_preprocessor(args, train_split, resume=None):
@@ -209,7 +247,9 @@ def landmark_preprocessor(args, train_split, resume=None):
     keeps the normalized channels unstandardized, --no_landmark_norm the raw coordinates."""
     if resume is not None:
         return LandmarkPreprocessor.from_state(resume["landmark_normalization"])
+    hand_shape = getattr(args, "hand_shape", False)
     if not args.no_landmark_norm and not args.no_landmark_standardize:
-        mean, std = channel_statistics(train_split.landmarks, train_split.lengths)  # the clips as packed, un-augmented
-        return LandmarkPreprocessor(True, mean, std)
-    return LandmarkPreprocessor(not args.no_landmark_norm)
+        mean, std = channel_statistics(train_split.landmarks, train_split.lengths,  # the clips as packed, un-augmented
+                                       hand_shape=hand_shape)
+        return LandmarkPreprocessor(True, mean, std, hand_shape)
+    return LandmarkPreprocessor(not args.no_landmark_norm, hand_shape=hand_shape)

@@ -244,11 +244,13 @@ def build_metadata(checkpoint_path, checkpoint, args, prepare, names, max_frames
     preprocessing = {"in_graph": True, "tta_flip": bool(args.tta_flip)}  # flip averaging, when on, is in the graph
     if prepare is not None:
         state = prepare.state()
+        hand_shape = bool(state.get("hand_shape", False))
         preprocessing["landmarks"] = {
-            "normalize": state["normalize"], "channels": landmark_feature_dim(state["normalize"]),
+            "normalize": state["normalize"], "channels": landmark_feature_dim(state["normalize"], hand_shape),
+            "hand_shape": hand_shape,
             "description": ("hybrid_asl.landmarks.make_landmark_features: shoulder-centred and scaled body points, "
-                            "hand-local points, velocities, presence flags" if state["normalize"]
-                            else "the raw 162 coordinates"),
+                            "hand-local points, velocities, presence flags" + (", hand shapes" if hand_shape else "")
+                            if state["normalize"] else "the raw 162 coordinates"),
             "standardized": state["mean"] is not None}
         if state["mean"] is not None:
             preprocessing["landmarks"]["standardization"] = {

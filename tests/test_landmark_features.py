@@ -251,3 +251,66 @@ def test_channel_statistics_leave_out_broken_frames():
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(clean, robust))
     mean, std = channel_statistics(torch.full((2, 4, LANDMARK_DIM), 3e38), np.full(2, 4))
     assert (mean == 0).all() and (std == 1).all()           # nothing sane: identity
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --hand_shape: joint-bend cosines and fingertip distances (channels 453..503)
+
+LSHAPE, RSHAPE = slice(453, 478), slice(478, 503)
+
+
+def rotate_hand(clip, hand, angles, s=1.0, shift=(0.0, 0.0, 0.0)):
+    """The clip with one hand (0 left, 1 right) turned in 3-D about its wrist by `angles` (x, y, z, radians),
+    scaled by s and moved: what another signer holding the same handshape at another angle does."""
+    rot = torch.eye(3)
+    for axis, a in enumerate(angles):
+        c, s_ = np.cos(a), np.sin(a)
+        i, j = [k for k in range(3) if k != axis]
+        r = torch.eye(3)
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s_, s_, c
+        rot = r @ rot
+    pts = clip.reshape(clip.shape[0], 54, 3).clone()
+    block = pts[:, 21 * hand:21 * hand + 21]
+    wrist = block[:, :1]
+    pts[:, 21 * hand:21 * hand + 21] = (block - wrist) @ rot.T * s + wrist + torch.tensor(shift)
+    return pts.reshape(clip.shape)
+
+
+def test_hand_shape_ignores_the_hands_rotation_size_and_place_but_sees_a_bent_finger():
+    clip = synthetic_clip()
+    mask = torch.ones(1, clip.shape[0], dtype=torch.bool)
+    features = lambda c: make_landmark_features(c[None], mask, hand_shape=True)[0]  # noqa: E731
+    plain = features(clip)
+    assert plain.shape[-1] == landmark_feature_dim(True, hand_shape=True) == NORMALIZED_DIM + 50 == 503
+    assert torch.equal(plain[:, :NORMALIZED_DIM], make_landmark_features(clip[None], mask)[0])  # appended only
+    turned = features(rotate_hand(clip, 1, (0.4, -0.3, 1.1), s=1.3, shift=(0.05, -0.02, 0.0)))
+    assert torch.allclose(turned[:, RSHAPE], plain[:, RSHAPE], atol=1e-4)
+    assert torch.equal(turned[:, LSHAPE], plain[:, LSHAPE])
+    assert not torch.allclose(turned[:, RHAND], plain[:, RHAND], atol=1e-2)  # the hand-local points do change
+
+    straight = clip.reshape(-1, 54, 3).clone()
+    straight[:, 21 + 5:21 + 9] = straight[:, 21:22] + torch.tensor([0.0, -0.02, 0.0]) * torch.arange(1, 5)[:, None]
+    bent = straight.clone()
+    bent[:, 21 + 8] = bent[:, 21 + 7] + torch.tensor([0.02, 0.0, 0.0])   # the index fingertip folded by 90 degrees
+    straight_shape, bent_shape = (features(c.reshape(-1, 162))[:, RSHAPE] for c in (straight, bent))
+    index_joints = slice(3, 6)  # the index finger's knuckle, middle and last joint
+    assert torch.allclose(straight_shape[:, index_joints], torch.full_like(straight_shape[:, index_joints], -1.0),
+                          atol=1e-5)                                       # a straight finger: cos 180 degrees
+    assert torch.allclose(bent_shape[:, 5], torch.zeros_like(bent_shape[:, 5]), atol=1e-5)  # a right angle
+    assert torch.equal(bent_shape[:, :5], straight_shape[:, :5])
+
+
+def test_hand_shape_of_an_unseen_hand_is_zero_and_its_statistics_are_kept():
+    from hybrid_asl.landmarks import LandmarkPreprocessor
+    clip = synthetic_clip(left=False)
+    mask = torch.ones(1, clip.shape[0], dtype=torch.bool)
+    shape = make_landmark_features(clip[None], mask, hand_shape=True)[0]
+    assert (shape[:, LSHAPE] == 0).all() and (shape[:, RSHAPE] != 0).any()
+    mean, std = channel_statistics(clip[None], [clip.shape[0]], hand_shape=True)
+    assert mean.shape == std.shape == (503,)
+    prepare = LandmarkPreprocessor(True, mean, std, hand_shape=True)
+    again = LandmarkPreprocessor.from_state(prepare.state())
+    assert again.hand_shape and torch.equal(again(clip[None], mask), prepare(clip[None], mask))
+    older = {k: v for k, v in prepare.state().items() if k != "hand_shape"}   # a checkpoint from before the flag
+    older.update(mean=mean[:NORMALIZED_DIM], std=std[:NORMALIZED_DIM])
+    assert LandmarkPreprocessor.from_state(older)(clip[None], mask).shape[-1] == NORMALIZED_DIM

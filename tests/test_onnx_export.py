@@ -116,7 +116,7 @@ VARIANTS = {  # together: every model, modality, fusion, positional encoding and
     "simple-landmarks-raw-legacy-pe": ["--modality", "landmarks", "--no_landmark_norm", "--legacy_pos_encoding"],
     "full-hybrid": ["--model", "full", "--modality", "hybrid"],
     "full-hybrid-legacy-pe-ema-501-classes": ["--model", "full", "--modality", "hybrid", "--legacy_pos_encoding"],
-    "simple-landmarks-ensemble": ["--modality", "landmarks", "--ensemble", "3"],
+    "simple-landmarks-ensemble-hand-shape": ["--modality", "landmarks", "--ensemble", "3", "--hand_shape"],
 }
 
 
@@ -148,7 +148,8 @@ def test_every_model_exports_with_parity_and_metadata(name, tmp_path):
         assert "landmarks" not in stored["preprocessing"]
     else:
         landmarks = stored["preprocessing"]["landmarks"]
-        assert landmarks["normalize"] == ("raw" not in name) and landmarks["channels"] == (162 if "raw" in name else 453)
+        assert landmarks["normalize"] == ("raw" not in name) and landmarks["hand_shape"] == ("hand-shape" in name)
+        assert landmarks["channels"] == (162 if "raw" in name else 503 if "hand-shape" in name else 453)
         assert landmarks["standardized"] == (state["mean"] is not None)
         if state["mean"] is not None:
             assert np.array_equal(np.float32(landmarks["standardization"]["mean"]), state["mean"].numpy())
