@@ -139,8 +139,10 @@ def _hand_shape(hand, ok):
     hand (all of its points and a real palm) is not seen in the frame."""
     size = _hand_size(hand)
     seen = ok.all(-1) & (size > MIN_SCALE)
-    before = hand[:, :, BEFORE] - hand[:, :, JOINT]
-    after = hand[:, :, AFTER] - hand[:, :, JOINT]
+    # points picked one by one: a list index would copy it to the device, which a CUDA-graph capture forbids
+    pick = lambda points: torch.stack([hand[:, :, i] for i in points], 2)  # noqa: E731
+    joint = pick(JOINT)
+    before, after = pick(BEFORE) - joint, pick(AFTER) - joint
     lengths = before.norm(dim=-1) * after.norm(dim=-1)
     bend = ((before * after).sum(-1) / lengths.clamp(min=MIN_SCALE ** 2)).clamp(-1, 1)
     tips = torch.stack([(hand[:, :, a] - hand[:, :, b]).norm(dim=-1) for a, b in TIP_PAIRS], -1)

@@ -86,8 +86,9 @@ def test_captured_steps_match_eager_steps():
         assert torch.allclose(eval_graph(x)[0], eager_eval(x)[0], rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("extra", [["--no_compile"], ["--no_compile", "--model", "full", "--ema"], []],
-                         ids=["simple", "full+ema", "compiled"])
+@pytest.mark.parametrize("extra", [["--no_compile"], ["--no_compile", "--model", "full", "--ema"], [],
+                                   ["--no_compile", "--ensemble", "2", "--hand_shape"]],
+                         ids=["simple", "full+ema", "compiled", "ensemble+hand_shape"])
 def test_cuda_graph_replay_matches_eager(data, tmp_path, extra):
     data_dir, subset = data
     common = ["--data_dir", str(data_dir), "--subset", subset, "--epochs", "5", *DETERMINISTIC, *extra]

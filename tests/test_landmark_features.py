@@ -221,8 +221,8 @@ def test_cuda_matches_cpu():
     x = torch.stack([synthetic_clip(seed=s, pose=s != 1) for s in range(3)])
     m = torch.ones(3, x.shape[1], dtype=torch.bool)
     m[2, 5:] = False
-    cpu = make_landmark_features(x, m, True)
-    gpu = make_landmark_features(x.cuda(), m.cuda(), True)
+    cpu = make_landmark_features(x, m, True, hand_shape=True)
+    gpu = make_landmark_features(x.cuda(), m.cuda(), True, hand_shape=True)
     assert gpu.device.type == "cuda"
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-5)
 
