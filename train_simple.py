@@ -51,6 +51,9 @@ SCHEDULE_KEYS = ("lr", "warmup_epochs", "min_lr_ratio", "batch_size", "weight_de
 # Protocol 4 (BENCHMARKS.md) chose these on 112 classes of real signers at 5 clips per class: small training splits
 # need thousands of optimizer steps, and landmarks alone can keep every frame of a clip (they are cheap).
 DEFAULT_EPOCHS, MIN_STEPS = 50, 4000
+# Protocol 8 chose these for landmarks alone (+4.2 points on val, +9.8 over the ridge on test at k = 5): an ensemble
+# of 3 on hand-shape channels. The streams with Gemma features keep one model without them (3x nslt_1000's cost).
+LANDMARK_ENSEMBLE = 3
 # last.pt is written about this many times per run at most: on a small split an epoch takes less time than writing
 # the checkpoint (0.2 s for 83 MB), and a 223-epoch run spent more time saving than training (BENCHMARKS.md)
 LAST_CHECKPOINTS = 50
@@ -89,18 +92,21 @@ def build_parser():
     g.add_argument("--encoder", default="transformer", choices=ENCODERS,
                    help="temporal encoder of the simple model: transformer layers, or conv: three depthwise "
                         "convolution blocks before each transformer layer (Kaggle ISLR 2023 style)")
-    g.add_argument("--ensemble", type=int_range(1, 16), default=1,
-                   help="train this many independently initialised copies of the model side by side, each on its own "
-                        "loss, and predict with the mean of their class probabilities (each copy costs a model's "
-                        "time and memory)")
+    g.add_argument("--ensemble", type=int_range(1, 16), default=None,
+                   help=f"train this many independently initialised copies of the model side by side, each on its own "
+                        f"loss, and predict with the mean of their class probabilities (each copy costs a model's "
+                        f"time and memory; default: {LANDMARK_ENSEMBLE} for --modality landmarks, else 1)")
     g.add_argument("--dropout", type=open_probability, default=0.5, help="dropout in the fusion and classifier")
     g.add_argument("--encoder_dropout", type=open_probability, default=0.1, help="dropout inside the transformers")
     g.add_argument("--drop_path", type=open_probability, default=0.1, help="stochastic depth rate of the top layer")
     g.add_argument("--no_landmark_norm", action="store_true",
                    help="feed raw MediaPipe coordinates instead of shoulder-normalized landmark channels")
-    g.add_argument("--hand_shape", action="store_true",
-                   help="add 50 landmark channels that describe each hand's shape whatever its position, size and "
-                        "rotation: the bend of every finger joint and the distances between the fingertips")
+    g.add_argument("--hand_shape", dest="hand_shape", action="store_true", default=None,
+                   help="50 more landmark channels that describe each hand's shape whatever its position, size and "
+                        "rotation: the bend of every finger joint and the distances between the fingertips "
+                        "(default: on for --modality landmarks, off with Gemma features)")
+    g.add_argument("--no_hand_shape", dest="hand_shape", action="store_false", default=None,
+                   help="without the hand-shape channels (the landmark input of runs before 2026-12-04)")
     g.add_argument("--no_landmark_standardize", action="store_true",
                    help="do not standardize the normalized landmark channels with the training split's mean and std "
                         "(raw coordinates, --no_landmark_norm, are never standardized)")
@@ -182,6 +188,7 @@ def settings(argv):
             raise DataError(f"--resume {quote(args.resume)} holds the weights for inference only (a best.pt); resume "
                             f"from the run's last.pt: --resume {quote(Path(args.resume).parent / 'last.pt')}")
         saved = {"landmark_frames": resume["args"].get("num_frames"), "min_steps": 0,  # runs saved before these
+                 "ensemble": 1, "hand_shape": False,
                  **resume["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume}
         if "output_dir" not in given:
             saved["output_dir"] = str(Path(args.resume).parent)
@@ -197,6 +204,10 @@ def settings(argv):
                 setattr(args, key, value)
     if args.augment is None:  # recorded in args.json as chosen
         args.augment = default_preset(args.modality)
+    if args.ensemble is None:
+        args.ensemble = LANDMARK_ENSEMBLE if args.modality == "landmarks" else 1
+    if args.hand_shape is None:
+        args.hand_shape = args.modality == "landmarks" and not args.no_landmark_norm
     if args.model == "full" and args.modality != "hybrid":
         parser.error("--model full fuses both streams; use --modality hybrid (or --model simple)")
     if args.model == "full" and args.encoder != "transformer":

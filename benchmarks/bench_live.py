@@ -5,7 +5,8 @@ bench_live.py - live recognition speed on this machine (a benchmark, not a test)
     python benchmarks/bench_live.py                            # real clips of ../shared/data/videos
     python benchmarks/bench_live.py --torch --hop 1 2          # the checkpoint (torch) backend too
 
-Landmark-only models of three sizes, with random weights (speed does not depend on them), are written as
+Landmark-only models of three sizes, as train_simple.py builds them for --modality landmarks by default (an ensemble
+of 3 on the 503 channels with hand shapes; --ensemble 1 --no_hand_shape: one model on 453 channels), with random weights (speed does not depend on them), are written as
 checkpoints, exported with hybrid_asl.onnx_export, and run through hybrid_asl.live.run_stream as fast as possible
 (predict.py --stream --fast), with the model on 1 thread (the live default: MediaPipe needs the other cores).
 The model's share is the time spent deciding (sampling the window, padding, the model) over the wall time.
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/bench_live.py` from anywhere
 from hybrid_asl import live  # noqa: E402
 from hybrid_asl.checkpoint import CHECKPOINT_FORMAT, save_checkpoint  # noqa: E402
-from hybrid_asl.landmarks import LandmarkPreprocessor  # noqa: E402
+from hybrid_asl.landmarks import LandmarkPreprocessor, landmark_feature_dim  # noqa: E402
 from hybrid_asl.onnx_export import export_checkpoint  # noqa: E402
 from hybrid_asl.onnx_model import OnnxModel  # noqa: E402
 from hybrid_asl.recipe import build_model  # noqa: E402
@@ -37,15 +38,17 @@ SIZES = {"demo size (hidden 128, 4 heads, 10 classes)": (128, 4, 10),
          "nslt_2000 size (hidden 512, 8 heads, 2000 classes)": (512, 8, 2000)}
 
 
-def make_models(folder, num_frames):
+def make_models(folder, num_frames, members, hand_shape):
     """{size: (checkpoint, .onnx)}: landmark-only models as train_simple.py writes them (standardized channels)."""
     out = {}
+    channels = landmark_feature_dim(True, hand_shape)
     for k, (name, (hidden, heads, classes)) in enumerate(SIZES.items()):
         config = dict(model="simple", num_classes=classes, gemma_feature_dim=None, hidden_dim=hidden, dropout=0.5,
-                      landmark_dim=453, num_layers=2, num_heads=heads, encoder_dropout=0.1, use_sinusoidal_pos=True,
-                      drop_path=0.1, max_len=512, fusion_type="concat", modality="landmarks")
+                      landmark_dim=channels, num_layers=2, num_heads=heads, encoder_dropout=0.1,
+                      use_sinusoidal_pos=True, drop_path=0.1, max_len=512, fusion_type="concat", modality="landmarks",
+                      members=members)
         torch.manual_seed(k)
-        prepare = LandmarkPreprocessor(True, torch.zeros(453), torch.ones(453))
+        prepare = LandmarkPreprocessor(True, torch.zeros(channels), torch.ones(channels), hand_shape)
         args = dict(modality="landmarks", num_frames=num_frames, model="simple")
         path = Path(folder) / f"m{k}.pt"
         save_checkpoint({"format": CHECKPOINT_FORMAT, "model_config": config,
@@ -73,6 +76,8 @@ def main():
     p.add_argument("--torch", action="store_true", help="also time the checkpoints on torch")
     p.add_argument("--num_frames", type=int, default=64,
                    help="frames per decision (train_simple.py's default for landmarks alone: 64; 16 before)")
+    p.add_argument("--ensemble", type=int, default=3, help="members (train_simple.py's default for landmarks alone)")
+    p.add_argument("--no_hand_shape", action="store_true", help="453 channels instead of 503 (before 2026-12-04)")
     cli = p.parse_args()
     missing = [v for v in cli.videos if not os.path.isfile(v)]
     if missing:
@@ -80,9 +85,10 @@ def main():
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start; torch {torch.__version__}; "
           f"{time.strftime('%Y-%m-%d')}; videos: {', '.join(Path(v).name for v in cli.videos)}; "
-          f"{cli.num_frames} frames per decision")
+          f"{cli.num_frames} frames per decision; ensemble of {cli.ensemble}, "
+          f"{landmark_feature_dim(True, not cli.no_hand_shape)} channels")
     with tempfile.TemporaryDirectory() as folder:
-        models = make_models(folder, cli.num_frames)
+        models = make_models(folder, cli.num_frames, cli.ensemble, not cli.no_hand_shape)
         print("| model | backend | hop | end-to-end frames/s | MediaPipe ms/frame | model ms/decision | model share |")
         print("|---|---|---:|---:|---:|---:|---:|")
         for name, (checkpoint, onnx_path) in models.items():
