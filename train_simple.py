@@ -151,9 +151,9 @@ def build_parser():
     g.add_argument("--resume", default=None, help="continue the run saved in this last.pt")
     g.add_argument("--overwrite", action="store_true", help="train into an --output_dir that already holds a run")
     g.add_argument("--save_every", type=int_range(1, 100000), default=None,
-                   help=f"write last.pt every N epochs (default: every epoch up to {LAST_CHECKPOINTS} epochs, else about "
-                        f"{LAST_CHECKPOINTS} times in the run). Ctrl-C, SIGTERM and a failed epoch still save the last "
-                        "finished epoch; only a hard kill loses the epochs since the last write")
+                   help=f"write last.pt every N epochs (default: every epoch up to {LAST_CHECKPOINTS} epochs, else "
+                        f"about {LAST_CHECKPOINTS} times in the run). Ctrl-C, SIGTERM and a failed epoch still save the "
+                        "last finished epoch; only a hard kill loses the epochs since the last write")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--seed", type=int_range(0, 2**32 - 1), default=42,
                    help="random seed (same seed + data + CPU = same metrics)")

@@ -6,9 +6,10 @@ bench_live.py - live recognition speed on this machine (a benchmark, not a test)
     python benchmarks/bench_live.py --torch --hop 1 2          # the checkpoint (torch) backend too
 
 Landmark-only models of three sizes, as train_simple.py builds them for --modality landmarks by default (an ensemble
-of 3 on the 503 channels with hand shapes; --ensemble 1 --no_hand_shape: one model on 453 channels), with random weights (speed does not depend on them), are written as
-checkpoints, exported with hybrid_asl.onnx_export, and run through hybrid_asl.live.run_stream as fast as possible
-(predict.py --stream --fast), with the model on 1 thread (the live default: MediaPipe needs the other cores).
+of 3 on the 503 channels with hand shapes; --ensemble 1 --no_hand_shape: one model on 453 channels), with random
+weights (speed does not depend on them), are written as checkpoints, exported with hybrid_asl.onnx_export, and run
+through hybrid_asl.live.run_stream as fast as possible (predict.py --stream --fast), with the model on 1 thread (the
+live default: MediaPipe needs the other cores).
 The model's share is the time spent deciding (sampling the window, padding, the model) over the wall time.
 """
 import argparse

@@ -201,7 +201,7 @@ def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shap
                             if isinstance(landmarks, np.ndarray) else landmarks[start:start + chunk]).float()
         n = torch.as_tensor(np.array(lengths[start:start + chunk], dtype=np.int64), device=x.device)
         mask = torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
-        f = make_landmark_features(x, mask, normalize, hand_shape)[mask]                   # (real frames, C)
+        f = make_landmark_features(x, mask, normalize, hand_shape)[mask]       # (real frames, C)
         f = f[(f.abs() <= MAX_SANE).all(dim=1)].double()                       # NaN fails the test too
         total, total_sq, count = total + f.sum(0), total_sq + (f * f).sum(0), count + len(f)
     if count == 0:  # nothing sane to measure: leave the input as it is

@@ -79,7 +79,8 @@ def test_each_member_learns_from_its_own_loss():
 
 def test_an_ensemble_run_trains_evaluates_and_predicts(tmp_path, capsys):
     out = tmp_path / "run"
-    assert train_run(["--demo", "--modality", "landmarks", "--ensemble", "2", "--epochs", "3", "--output_dir", out]) == 0
+    assert train_run(["--demo", "--modality", "landmarks", "--ensemble", "2", "--epochs", "3",
+                      "--output_dir", out]) == 0
     checkpoint = torch.load(out / "best.pt", weights_only=True)
     assert checkpoint["model_config"]["members"] == 2
     assert any(name.startswith("members.1.") for name in checkpoint["model"])
