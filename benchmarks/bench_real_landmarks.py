@@ -248,9 +248,9 @@ def main():
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="which benchmark sets to run")
     p.add_argument("--ablation", action="store_true",
                    help="run every configuration (raw/normalized, augment none/light/strong, EMA, class weights)")
-    p.add_argument("--configs", nargs="+", default=None, choices=list(dict.fromkeys([*CONFIGS, *P4_CANDIDATES,
-                                                                                    *P5_CANDIDATES, *P6_CANDIDATES,
-                                                                                    *P7_CANDIDATES, *P8_CANDIDATES])),
+    every_candidate = [name for candidates, _, _ in LATER_PROTOCOLS.values() for name in candidates]
+    p.add_argument("--configs", nargs="+", default=None,
+                   choices=list(dict.fromkeys([*CONFIGS, *P4_CANDIDATES, *every_candidate])),
                    help="explicit configurations to run")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds per configuration and split")
     p.add_argument("--split_seeds", nargs="+", type=int, default=[1234], help="seeds of the stratified splits")
@@ -264,14 +264,10 @@ def main():
                    help="print one table from earlier results.json files and exit (no training)")
     p.add_argument("--protocol4", choices=("selection", "claim"), default=None,
                    help="Protocol 4 (BENCHMARKS.md): 112 classes at k clips per class; selection on val or the claim")
-    p.add_argument("--protocol5", choices=("selection", "claim"), default=None,
-                   help="Protocol 5 (BENCHMARKS.md): Protocol 4's data and stages with the candidates it left out")
-    p.add_argument("--protocol6", choices=("selection", "claim"), default=None,
-                   help="Protocol 6 (BENCHMARKS.md): Protocol 4's data and stages; width, depth, learning rate")
-    p.add_argument("--protocol7", choices=("selection", "claim"), default=None,
-                   help="Protocol 7 (BENCHMARKS.md): Protocol 4's data and stages; an ensemble of 3 (--ensemble 3)")
-    p.add_argument("--protocol8", choices=("selection", "claim"), default=None,
-                   help="Protocol 8 (BENCHMARKS.md): Protocol 4's data and stages; hand-shape channels (--hand_shape)")
+    for n, (candidates, _, _) in LATER_PROTOCOLS.items():
+        p.add_argument(f"--protocol{n}", choices=("selection", "claim"), default=None,
+                       help=f"Protocol {n} (BENCHMARKS.md): Protocol 4's data and stages; candidates "
+                            f"{', '.join(candidates)}")
     p.add_argument("--seeds_of_claim", nargs="+", type=int, choices=P4_SEEDS, default=None,
                    help="a claim's training seeds (default both: 0 1); a claim run in parts resumes where it stopped")
     p.add_argument("--ks", nargs="+", type=int, choices=P4_KS, default=None,

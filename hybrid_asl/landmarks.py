@@ -52,13 +52,7 @@ PALM_PAIRS = ((0, 5), (0, 9), (0, 17), (5, 17))  # wrist/MCP distances: stable u
 MIN_SCALE = 1e-4                     # below this a width/size is degenerate (coincident points)
 NORMALIZED_DIM = 162 + 63 + 63 + 162 + 3
 MAX_SANE = 1e3                      # |channel| beyond this is a tracker failure, not a position
-# Finger joints: the bend at JOINT is the angle between the bones to BEFORE and AFTER (wrist 0; thumb 1-4, index
-# 5-8, middle 9-12, ring 13-16, pinky 17-20, knuckle to tip)
-JOINT = (1, 2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15, 17, 18, 19)
-BEFORE = (0, 1, 2, 0, 5, 6, 0, 9, 10, 0, 13, 14, 0, 17, 18)
-AFTER = (2, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15, 16, 18, 19, 20)
-TIP_PAIRS = tuple((a, b) for i, a in enumerate((4, 8, 12, 16, 20)) for b in (4, 8, 12, 16, 20)[i + 1:])
-SHAPE_DIM = len(JOINT) + len(TIP_PAIRS)   # 25 per hand
+SHAPE_DIM = 5 * 3 + 10   # per hand: three joint bends per finger, the 10 fingertip pairs
 
 
 def landmark_feature_dim(normalize: bool, hand_shape: bool = False) -> int:
@@ -125,28 +119,30 @@ def _hand_size(hand):
     return torch.stack([(hand[:, :, a] - hand[:, :, b]).norm(dim=-1) for a, b in PALM_PAIRS], -1).amax(-1)
 
 
-def _hand_local(hand, ok):
-    """hand (B,T,21,3), ok (B,T,21) -> (B,T,63) wrist-relative coordinates / hand size."""
+def _hand_local(hand, ok, size):
+    """hand (B,T,21,3), ok (B,T,21), size (B,T) -> (B,T,63) wrist-relative coordinates / hand size."""
     rel = hand - hand[:, :, :1]
-    size = _hand_size(hand)
     ok = ok & ok[:, :, :1] & (size > MIN_SCALE)[..., None]   # needs a wrist and a real palm this frame
     local = torch.where(ok[..., None], rel / size.clamp(min=MIN_SCALE)[..., None, None], torch.zeros_like(rel))
     return local.flatten(2)
 
 
-def _hand_shape(hand, ok):
-    """hand (B,T,21,3), ok (B,T,21) -> (B,T,25): joint-bend cosines and fingertip distances / hand size; 0 where the
-    hand (all of its points and a real palm) is not seen in the frame."""
-    size = _hand_size(hand)
+def _hand_shape(hand, ok, size):
+    """hand (B,T,21,3), ok (B,T,21), size (B,T) -> (B,T,25): joint-bend cosines and fingertip distances / hand size;
+    0 where the hand (all of its points and a real palm) is not seen in the frame."""
+    B, T = hand.shape[:2]
     seen = ok.all(-1) & (size > MIN_SCALE)
-    # points picked one by one: a list index would copy it to the device, which a CUDA-graph capture forbids
-    pick = lambda points: torch.stack([hand[:, :, i] for i in points], 2)  # noqa: E731
-    joint = pick(JOINT)
-    before, after = pick(BEFORE) - joint, pick(AFTER) - joint
+    # each finger as a chain wrist, knuckle, ..., tip (MediaPipe: thumb 1-4, index 5-8, ..., pinky 17-20); the bend
+    # at a joint is the angle between the bones to the points before and after it (slices only: no index copies,
+    # which a CUDA-graph capture forbids)
+    chain = torch.cat([hand[:, :, None, :1].expand(B, T, 5, 1, 3), hand[:, :, 1:].reshape(B, T, 5, 4, 3)], 3)
+    joint = chain[:, :, :, 1:4]
+    before, after = chain[:, :, :, 0:3] - joint, chain[:, :, :, 2:5] - joint
     lengths = before.norm(dim=-1) * after.norm(dim=-1)
-    bend = ((before * after).sum(-1) / lengths.clamp(min=MIN_SCALE ** 2)).clamp(-1, 1)
-    tips = torch.stack([(hand[:, :, a] - hand[:, :, b]).norm(dim=-1) for a, b in TIP_PAIRS], -1)
-    shape = torch.cat([bend, tips / size.clamp(min=MIN_SCALE)[..., None]], -1)
+    bend = ((before * after).sum(-1) / lengths.clamp(min=MIN_SCALE ** 2)).clamp(-1, 1).flatten(2)
+    tips = chain[:, :, :, 4]
+    gaps = torch.cat([(tips[:, :, i + 1:] - tips[:, :, i:i + 1]).norm(dim=-1) for i in range(4)], -1)  # 10 pairs
+    shape = torch.cat([bend, gaps / size.clamp(min=MIN_SCALE)[..., None]], -1)
     return torch.where(seen[..., None], shape, torch.zeros_like(shape))
 
 
@@ -169,8 +165,9 @@ def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: 
     body = (pts - point_centre) / scale[:, None, None, None]
     body = torch.where(present[..., None], body, torch.zeros_like(body))        # undetected stays 0
 
-    lhand = _hand_local(pts[:, :, LEFT_HAND], present[:, :, LEFT_HAND])
-    rhand = _hand_local(pts[:, :, RIGHT_HAND], present[:, :, RIGHT_HAND])
+    hands = [(pts[:, :, part], present[:, :, part]) for part in (LEFT_HAND, RIGHT_HAND)]
+    sizes = [_hand_size(hand) for hand, _ in hands]   # shared by the hand-local points and the hand shapes
+    lhand, rhand = (_hand_local(hand, ok, size) for (hand, ok), size in zip(hands, sizes))
 
     # motion only where the point is seen in both frames: appear/disappear is not a velocity
     both = present[:, 1:] & present[:, :-1]
@@ -182,8 +179,7 @@ def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: 
 
     parts = [body.flatten(2), lhand, rhand, vel.flatten(2), pres]
     if hand_shape:
-        parts += [_hand_shape(pts[:, :, LEFT_HAND], present[:, :, LEFT_HAND]),
-                  _hand_shape(pts[:, :, RIGHT_HAND], present[:, :, RIGHT_HAND])]
+        parts += [_hand_shape(hand, ok, size) for (hand, ok), size in zip(hands, sizes)]
     return torch.cat(parts, dim=-1) * mask[..., None]
 
 
