@@ -59,7 +59,7 @@ LANDMARK_ENSEMBLE = 3
 LAST_CHECKPOINTS = 50
 LANDMARK_FRAMES = 64   # --modality landmarks: frames per clip when neither --landmark_frames nor --num_frames is given
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
-                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble", "hand_shape")
+                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble", "hand_shape", "hand_frame")
 
 
 def build_parser():
@@ -107,6 +107,9 @@ def build_parser():
                         "(default: on for --modality landmarks, off with Gemma features)")
     g.add_argument("--no_hand_shape", dest="hand_shape", action="store_false", default=None,
                    help="without the hand-shape channels (the landmark input of runs before 2026-12-04)")
+    g.add_argument("--hand_frame", action="store_true",
+                   help="138 more landmark channels: each hand's points in the hand's own frame (the same whatever its "
+                        "rotation, position and size) and its orientation (pointing direction, palm normal)")
     g.add_argument("--no_landmark_standardize", action="store_true",
                    help="do not standardize the normalized landmark channels with the training split's mean and std "
                         "(raw coordinates, --no_landmark_norm, are never standardized)")
@@ -188,7 +191,7 @@ def settings(argv):
             raise DataError(f"--resume {quote(args.resume)} holds the weights for inference only (a best.pt); resume "
                             f"from the run's last.pt: --resume {quote(Path(args.resume).parent / 'last.pt')}")
         saved = {"landmark_frames": resume["args"].get("num_frames"), "min_steps": 0,  # runs saved before these
-                 "ensemble": 1, "hand_shape": False,
+                 "ensemble": 1, "hand_shape": False, "hand_frame": False,
                  **resume["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume}
         if "output_dir" not in given:
             saved["output_dir"] = str(Path(args.resume).parent)
@@ -212,10 +215,11 @@ def settings(argv):
         parser.error("--model full fuses both streams; use --modality hybrid (or --model simple)")
     if args.model == "full" and args.encoder != "transformer":
         parser.error(f"--encoder {args.encoder} is an encoder of the simple model; drop it or use --model simple")
-    if args.hand_shape and (args.no_landmark_norm or args.modality == "gemma"):
-        parser.error("--hand_shape adds channels to the normalized landmarks; drop it, or drop --no_landmark_norm"
-                     if args.no_landmark_norm else "--hand_shape describes the hands of the landmark stream; "
-                     "--modality gemma has none (drop --hand_shape)")
+    for flag in ("hand_shape", "hand_frame"):
+        if getattr(args, flag) and (args.no_landmark_norm or args.modality == "gemma"):
+            parser.error(f"--{flag} adds channels to the normalized landmarks; drop it, or drop --no_landmark_norm"
+                         if args.no_landmark_norm else f"--{flag} describes the hands of the landmark stream; "
+                         f"--modality gemma has none (drop --{flag})")
     if args.tta_flip and args.modality == "gemma":
         parser.error("--tta_flip mirrors the landmarks; --modality gemma has none (drop --tta_flip)")
     if args.hidden_dim % args.num_heads:

@@ -10,6 +10,7 @@
     python bench_real_landmarks.py --protocol6 selection --jobs 12  # Protocol 6: width, depth, learning rate
     python bench_real_landmarks.py --protocol7 selection --jobs 6   # Protocol 7: an ensemble of 3 (--ensemble 3)
     python bench_real_landmarks.py --protocol8 selection --jobs 9   # Protocol 8: hand-shape channels (--hand_shape)
+    python bench_real_landmarks.py --protocol9 selection --jobs 12  # Protocol 9: hands in their own frames, 5 models
     python bench_real_landmarks.py --protocol4_pack .bench/union112.npz   # the clips Protocol 4 uses, float16, for a
                                                                           # machine without ../shared (--union_file)
 
@@ -403,10 +404,18 @@ P8_CANDIDATES = {  # Protocol 8 (BENCHMARKS.md, written down before its runs): f
     "shape+ens3": ["--hand_shape", "--ensemble", "3"],
 }
 P8_ADOPTED = "shape+ens3"  # Protocol 8 adopted it (BENCHMARKS.md: +4.2 points on val, the rule asks for 2)
+P9_CANDIDATES = {  # Protocol 9 (BENCHMARKS.md, written down before its runs): flags added to today's defaults
+    "default": [],
+    "frame": ["--hand_frame"],
+    "ens5": ["--ensemble", "5"],
+    "frame+ens5": ["--hand_frame", "--ensemble", "5"],
+}
+P9_ADOPTED = None
 # Protocols after 4: number -> (candidates, the adopted one or None, what its claim runs beside the adopted one:
 # Protocols 5 and 7 compare with Protocol 4's claim of today's defaults, Protocol 6 runs them again)
 LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED, ()), 6: (P6_CANDIDATES, P6_ADOPTED, ("default",)),
-                   7: (P7_CANDIDATES, P7_ADOPTED, ()), 8: (P8_CANDIDATES, P8_ADOPTED, ())}
+                   7: (P7_CANDIDATES, P7_ADOPTED, ()), 8: (P8_CANDIDATES, P8_ADOPTED, ()),
+                   9: (P9_CANDIDATES, P9_ADOPTED, ())}
 P4_FLAGS = ["--modality", "landmarks", "--no_compile", "--no_cache"]  # the CLI's defaults otherwise
 
 

@@ -33,6 +33,13 @@ in-plane or 3-D rotation (signers hold the same handshape at different angles):
     [453:478) lshape the cosine of the bend at each finger's three joints (15: thumb, index, middle, ring, pinky,
                      from the knuckle out), then the distances between the five fingertips over the hand size (10)
     [478:503) rshape the same for the right hand
+hand_frame=True (--hand_frame) appends 138 more channels (after the hand shapes when both are on): each hand in its own
+frame, i.e. its shape and its orientation apart. The frame's axes: u from the wrist to the middle finger's knuckle
+(where the hand points), w across the palm (pinky knuckle to index knuckle, made orthogonal to u), n = w x u (the
+palm's normal); a rotation of the hand turns all three with it.
+    lframe   21 pts x (w, u, n) coordinates of the left hand relative to its wrist, over the hand size (63: the
+             same whatever the hand's rotation, position and size), then u and n in image axes (6: the orientation)
+    rframe   the same for the right hand
 A point that was not detected is exactly 0 in every channel (never -centre/scale), so together with the
 presence channels a zero is never mistaken for a position. Padding frames (mask False) are all zeros.
 The output is finite for any finite input (all-zero clips included); NaN input is treated as undetected.
@@ -53,13 +60,14 @@ MIN_SCALE = 1e-4                     # below this a width/size is degenerate (co
 NORMALIZED_DIM = 162 + 63 + 63 + 162 + 3
 MAX_SANE = 1e3                      # |channel| beyond this is a tracker failure, not a position
 SHAPE_DIM = 5 * 3 + 10   # per hand: three joint bends per finger, the 10 fingertip pairs
+FRAME_DIM = 21 * 3 + 6   # per hand: its points in its own frame, its pointing direction and palm normal
 
 
-def landmark_feature_dim(normalize: bool, hand_shape: bool = False) -> int:
+def landmark_feature_dim(normalize: bool, hand_shape: bool = False, hand_frame: bool = False) -> int:
     """Channels per frame produced by make_landmark_features."""
     if not normalize:
         return LANDMARK_DIM
-    return NORMALIZED_DIM + (2 * SHAPE_DIM if hand_shape else 0)
+    return NORMALIZED_DIM + (2 * SHAPE_DIM if hand_shape else 0) + (2 * FRAME_DIM if hand_frame else 0)
 
 
 def point_presence(landmarks):
@@ -146,7 +154,30 @@ def _hand_shape(hand, ok, size):
     return torch.where(seen[..., None], shape, torch.zeros_like(shape))
 
 
-def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: bool = False):
+def _unit(v):
+    """(..., 3) -> the unit vectors and (...) whether each vector is long enough to have a direction."""
+    length = v.norm(dim=-1, keepdim=True)
+    return v / length.clamp(min=MIN_SCALE), length[..., 0] > MIN_SCALE
+
+
+def _hand_frame(hand, ok, size):
+    """hand (B,T,21,3), ok (B,T,21), size (B,T) -> (B,T,69): the 21 points in the hand's own (w, u, n) frame over the
+    hand size, then u and n; 0 where the hand (all of its points, a real palm) is not seen in the frame."""
+    rel = hand - hand[:, :, :1]
+    u, u_ok = _unit(rel[:, :, 9])                            # wrist -> middle knuckle: where the hand points
+    across = rel[:, :, 5] - rel[:, :, 17]                    # pinky knuckle -> index knuckle
+    w, w_ok = _unit(across - (across * u).sum(-1, keepdim=True) * u)
+    (wx, wy, wz), (ux, uy, uz) = w.unbind(-1), u.unbind(-1)
+    n = torch.stack([wy * uz - wz * uy, wz * ux - wx * uz, wx * uy - wy * ux], -1)   # w x u, a unit vector
+    axes = torch.stack([w, u, n], -2)                                               # (B,T,3,3), rows w, u, n
+    local = (rel @ axes.transpose(-1, -2)) / size.clamp(min=MIN_SCALE)[..., None, None]
+    frame = torch.cat([local.flatten(2), u, n], -1)
+    seen = ok.all(-1) & (size > MIN_SCALE) & u_ok & w_ok
+    return torch.where(seen[..., None], frame, torch.zeros_like(frame))
+
+
+def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: bool = False,
+                           hand_frame: bool = False):
     """(B,T,162) raw landmarks + (B,T) bool mask -> (B,T,C) model input; layout in the module docstring."""
     if not normalize:
         return landmarks
@@ -180,10 +211,12 @@ def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: 
     parts = [body.flatten(2), lhand, rhand, vel.flatten(2), pres]
     if hand_shape:
         parts += [_hand_shape(hand, ok, size) for (hand, ok), size in zip(hands, sizes)]
+    if hand_frame:
+        parts += [_hand_frame(hand, ok, size) for (hand, ok), size in zip(hands, sizes)]
     return torch.cat(parts, dim=-1) * mask[..., None]
 
 
-def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shape=False):
+def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shape=False, hand_frame=False):
     """Mean and std (C,) of each model input channel over the real frames of a packed split: landmarks (N,T,162)
     (numpy or torch), lengths (N,).
 
@@ -197,11 +230,11 @@ def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shap
                             if isinstance(landmarks, np.ndarray) else landmarks[start:start + chunk]).float()
         n = torch.as_tensor(np.array(lengths[start:start + chunk], dtype=np.int64), device=x.device)
         mask = torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
-        f = make_landmark_features(x, mask, normalize, hand_shape)[mask]       # (real frames, C)
+        f = make_landmark_features(x, mask, normalize, hand_shape, hand_frame)[mask]   # (real frames, C)
         f = f[(f.abs() <= MAX_SANE).all(dim=1)].double()                       # NaN fails the test too
         total, total_sq, count = total + f.sum(0), total_sq + (f * f).sum(0), count + len(f)
     if count == 0:  # nothing sane to measure: leave the input as it is
-        dim = landmark_feature_dim(normalize, hand_shape)
+        dim = landmark_feature_dim(normalize, hand_shape, hand_frame)
         return torch.zeros(dim), torch.ones(dim)
     mean = total / count
     std = (total_sq / count - mean * mean).clamp(min=0).sqrt()
@@ -213,30 +246,34 @@ class LandmarkPreprocessor(nn.Module):
     with normalize=False), standardized per channel when statistics are given ((x - mean) / std, as the ridge
     baseline's StandardScaler does: channels differ in scale by 100x, positions against frame-to-frame motion).
 
-    state() / from_state() are what a checkpoint keeps: {"normalize", "mean", "std", "hand_shape"} (mean/std None:
-    not standardized; no "hand_shape": a checkpoint from before --hand_shape, without those channels).
+    state() / from_state() are what a checkpoint keeps: {"normalize", "mean", "std", "hand_shape", "hand_frame"}
+    (mean/std None: not standardized; a missing "hand_shape" or "hand_frame": a checkpoint from before that flag,
+    without those channels).
     """
 
-    def __init__(self, normalize=True, mean=None, std=None, hand_shape=False):
+    def __init__(self, normalize=True, mean=None, std=None, hand_shape=False, hand_frame=False):
         super().__init__()
         self.normalize = bool(normalize)
         self.hand_shape = bool(hand_shape) and self.normalize
+        self.hand_frame = bool(hand_frame) and self.normalize
         self.standardize = mean is not None
-        dim = landmark_feature_dim(self.normalize, self.hand_shape)
+        dim = landmark_feature_dim(self.normalize, self.hand_shape, self.hand_frame)
         self.register_buffer("mean", torch.zeros(dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.ones(dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, landmarks, mask):
-        x = make_landmark_features(landmarks, mask, self.normalize, self.hand_shape)
+        x = make_landmark_features(landmarks, mask, self.normalize, self.hand_shape, self.hand_frame)
         return (x - self.mean) / self.std if self.standardize else x
 
     def state(self):
         return {"normalize": self.normalize, "mean": self.mean.cpu() if self.standardize else None,
-                "std": self.std.cpu() if self.standardize else None, "hand_shape": self.hand_shape}
+                "std": self.std.cpu() if self.standardize else None, "hand_shape": self.hand_shape,
+                "hand_frame": self.hand_frame}
 
     @classmethod
     def from_state(cls, state):
-        return cls(state["normalize"], state.get("mean"), state.get("std"), state.get("hand_shape", False))
+        return cls(state["normalize"], state.get("mean"), state.get("std"), state.get("hand_shape", False),
+                   state.get("hand_frame", False))
 
 
 def landmark_preprocessor(args, train_split, resume=None):
@@ -245,9 +282,8 @@ def landmark_preprocessor(args, train_split, resume=None):
     keeps the normalized channels unstandardized, --no_landmark_norm the raw coordinates."""
     if resume is not None:
         return LandmarkPreprocessor.from_state(resume["landmark_normalization"])
-    hand_shape = getattr(args, "hand_shape", False)
+    hands = dict(hand_shape=getattr(args, "hand_shape", False), hand_frame=getattr(args, "hand_frame", False))
     if not args.no_landmark_norm and not args.no_landmark_standardize:
-        mean, std = channel_statistics(train_split.landmarks, train_split.lengths,  # the clips as packed, un-augmented
-                                       hand_shape=hand_shape)
-        return LandmarkPreprocessor(True, mean, std, hand_shape)
-    return LandmarkPreprocessor(not args.no_landmark_norm, hand_shape=hand_shape)
+        mean, std = channel_statistics(train_split.landmarks, train_split.lengths, **hands)  # as packed, un-augmented
+        return LandmarkPreprocessor(True, mean, std, **hands)
+    return LandmarkPreprocessor(not args.no_landmark_norm, **hands)

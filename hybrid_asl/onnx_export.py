@@ -244,12 +244,12 @@ def build_metadata(checkpoint_path, checkpoint, args, prepare, names, max_frames
     preprocessing = {"in_graph": True, "tta_flip": bool(args.tta_flip)}  # flip averaging, when on, is in the graph
     if prepare is not None:
         state = prepare.state()
-        hand_shape = bool(state.get("hand_shape", False))
+        hands = {key: bool(state.get(key, False)) for key in ("hand_shape", "hand_frame")}
         preprocessing["landmarks"] = {
-            "normalize": state["normalize"], "channels": landmark_feature_dim(state["normalize"], hand_shape),
-            "hand_shape": hand_shape,
+            "normalize": state["normalize"], "channels": landmark_feature_dim(state["normalize"], **hands), **hands,
             "description": ("hybrid_asl.landmarks.make_landmark_features: shoulder-centred and scaled body points, "
-                            "hand-local points, velocities, presence flags" + (", hand shapes" if hand_shape else "")
+                            "hand-local points, velocities, presence flags" + (", hand shapes" * hands["hand_shape"])
+                            + (", hands in their own frames" * hands["hand_frame"])
                             if state["normalize"] else "the raw 162 coordinates"),
             "standardized": state["mean"] is not None}
         if state["mean"] is not None:

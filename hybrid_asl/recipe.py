@@ -90,8 +90,9 @@ def model_config(args, num_classes, gemma_dim):
     """The keyword arguments of the model the run's flags describe: saved in every checkpoint as "model_config", so
     evaluation and prediction rebuild the same model without the training flags."""
     config = dict(model=args.model, num_classes=num_classes, gemma_feature_dim=gemma_dim, hidden_dim=args.hidden_dim,
-                  dropout=args.dropout, landmark_dim=landmark_feature_dim(not args.no_landmark_norm,
-                                                                      bool(getattr(args, "hand_shape", False))),
+                  dropout=args.dropout,
+                  landmark_dim=landmark_feature_dim(not args.no_landmark_norm, bool(getattr(args, "hand_shape", False)),
+                                                    bool(getattr(args, "hand_frame", False))),
                   num_layers=args.num_layers, num_heads=args.num_heads, encoder_dropout=args.encoder_dropout,
                   use_sinusoidal_pos=not args.legacy_pos_encoding, drop_path=args.drop_path,
                   max_len=max(512, args.num_frames), members=getattr(args, "ensemble", None) or 1)

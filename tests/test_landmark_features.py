@@ -221,8 +221,8 @@ def test_cuda_matches_cpu():
     x = torch.stack([synthetic_clip(seed=s, pose=s != 1) for s in range(3)])
     m = torch.ones(3, x.shape[1], dtype=torch.bool)
     m[2, 5:] = False
-    cpu = make_landmark_features(x, m, True, hand_shape=True)
-    gpu = make_landmark_features(x.cuda(), m.cuda(), True, hand_shape=True)
+    cpu = make_landmark_features(x, m, True, hand_shape=True, hand_frame=True)
+    gpu = make_landmark_features(x.cuda(), m.cuda(), True, hand_shape=True, hand_frame=True)
     assert gpu.device.type == "cuda"
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-5)
 
@@ -259,9 +259,8 @@ def test_channel_statistics_leave_out_broken_frames():
 LSHAPE, RSHAPE = slice(453, 478), slice(478, 503)
 
 
-def rotate_hand(clip, hand, angles, s=1.0, shift=(0.0, 0.0, 0.0)):
-    """The clip with one hand (0 left, 1 right) turned in 3-D about its wrist by `angles` (x, y, z, radians),
-    scaled by s and moved: what another signer holding the same handshape at another angle does."""
+def rotation(angles):
+    """The 3-D rotation matrix that turns about x, then y, then z by `angles` (radians)."""
     rot = torch.eye(3)
     for axis, a in enumerate(angles):
         c, s_ = np.cos(a), np.sin(a)
@@ -269,6 +268,13 @@ def rotate_hand(clip, hand, angles, s=1.0, shift=(0.0, 0.0, 0.0)):
         r = torch.eye(3)
         r[i, i], r[i, j], r[j, i], r[j, j] = c, -s_, s_, c
         rot = r @ rot
+    return rot
+
+
+def rotate_hand(clip, hand, angles, s=1.0, shift=(0.0, 0.0, 0.0)):
+    """The clip with one hand (0 left, 1 right) turned in 3-D about its wrist by `angles` (x, y, z, radians),
+    scaled by s and moved: what another signer holding the same handshape at another angle does."""
+    rot = rotation(angles)
     pts = clip.reshape(clip.shape[0], 54, 3).clone()
     block = pts[:, 21 * hand:21 * hand + 21]
     wrist = block[:, :1]
@@ -314,3 +320,48 @@ def test_hand_shape_of_an_unseen_hand_is_zero_and_its_statistics_are_kept():
     older = {k: v for k, v in prepare.state().items() if k != "hand_shape"}   # a checkpoint from before the flag
     older.update(mean=mean[:NORMALIZED_DIM], std=std[:NORMALIZED_DIM])
     assert LandmarkPreprocessor.from_state(older)(clip[None], mask).shape[-1] == NORMALIZED_DIM
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --hand_frame: each hand in its own frame (63) and its orientation (6); channels 453..591 without --hand_shape
+
+LFRAME, RFRAME = slice(453, 522), slice(522, 591)
+
+
+def test_hand_frame_keeps_the_shape_whatever_the_rotation_and_turns_the_orientation_with_the_hand():
+    clip = synthetic_clip()
+    mask = torch.ones(1, clip.shape[0], dtype=torch.bool)
+    features = lambda c: make_landmark_features(c[None], mask, hand_frame=True)[0]  # noqa: E731
+    plain = features(clip)
+    assert plain.shape[-1] == landmark_feature_dim(True, hand_frame=True) == NORMALIZED_DIM + 138
+    assert landmark_feature_dim(True, True, True) == NORMALIZED_DIM + 50 + 138
+    assert torch.equal(plain[:, :NORMALIZED_DIM], make_landmark_features(clip[None], mask)[0])  # appended only
+    angles = (0.4, -0.3, 1.1)
+    turned = features(rotate_hand(clip, 1, angles, s=1.3, shift=(0.05, -0.02, 0.0)))
+    right, right_turned = plain[:, RFRAME], turned[:, RFRAME]
+    assert torch.allclose(right_turned[:, :63], right[:, :63], atol=1e-4)      # the shape: unchanged
+    assert torch.equal(turned[:, LFRAME], plain[:, LFRAME])
+    for axis in (slice(63, 66), slice(66, 69)):                                 # pointing direction, palm normal
+        assert torch.allclose(right_turned[:, axis], right[:, axis] @ rotation(angles).T, atol=1e-4)
+        assert torch.allclose(right[:, axis].norm(dim=-1), torch.ones(len(right)), atol=1e-5)
+    assert not torch.allclose(right_turned[:, 63:], right[:, 63:], atol=1e-2)  # the orientation did change
+
+    bent = clip.reshape(-1, 54, 3).clone()
+    bent[:, 21 + 8] = bent[:, 21 + 7] + (bent[:, 21 + 7] - bent[:, 21 + 6]).flip(-1)   # the index tip moved
+    assert not torch.allclose(features(bent.reshape(-1, 162))[:, RFRAME][:, 24:27], right[:, 24:27], atol=1e-3)
+
+
+def test_hand_frame_of_an_unseen_hand_is_zero_and_the_flag_is_kept_in_the_state():
+    from hybrid_asl.landmarks import LandmarkPreprocessor
+    clip = synthetic_clip(left=False)
+    mask = torch.ones(1, clip.shape[0], dtype=torch.bool)
+    frame = make_landmark_features(clip[None], mask, hand_frame=True)[0]
+    assert (frame[:, LFRAME] == 0).all() and (frame[:, RFRAME] != 0).any() and torch.isfinite(frame).all()
+    mean, std = channel_statistics(clip[None], [clip.shape[0]], hand_shape=True, hand_frame=True)
+    prepare = LandmarkPreprocessor(True, mean, std, hand_shape=True, hand_frame=True)
+    again = LandmarkPreprocessor.from_state(prepare.state())
+    assert again.hand_frame and torch.equal(again(clip[None], mask), prepare(clip[None], mask))
+    assert again(clip[None], mask).shape[-1] == NORMALIZED_DIM + 50 + 138
+    older = {k: v for k, v in prepare.state().items() if k != "hand_frame"}    # a checkpoint from before the flag
+    older.update(mean=mean[:NORMALIZED_DIM + 50], std=std[:NORMALIZED_DIM + 50])
+    assert LandmarkPreprocessor.from_state(older)(clip[None], mask).shape[-1] == NORMALIZED_DIM + 50

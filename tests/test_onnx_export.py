@@ -116,7 +116,8 @@ VARIANTS = {  # together: every model, modality, fusion, positional encoding and
     "simple-landmarks-raw-legacy-pe": ["--modality", "landmarks", "--no_landmark_norm", "--legacy_pos_encoding"],
     "full-hybrid": ["--model", "full", "--modality", "hybrid"],
     "full-hybrid-legacy-pe-ema-501-classes": ["--model", "full", "--modality", "hybrid", "--legacy_pos_encoding"],
-    "simple-landmarks-ensemble-hand-shape": ["--modality", "landmarks", "--ensemble", "2", "--hand_shape"],
+    "simple-landmarks-ensemble-hand-shape-frame": ["--modality", "landmarks", "--ensemble", "2", "--hand_shape",
+                                                   "--hand_frame"],
 }
 
 
@@ -149,7 +150,8 @@ def test_every_model_exports_with_parity_and_metadata(name, tmp_path):
     else:
         landmarks = stored["preprocessing"]["landmarks"]
         assert landmarks["normalize"] == ("raw" not in name) and landmarks["hand_shape"] == ("hand-shape" in name)
-        assert landmarks["channels"] == (162 if "raw" in name else 503 if "hand-shape" in name else 453)
+        assert landmarks["hand_frame"] == ("frame" in name)
+        assert landmarks["channels"] == (162 if "raw" in name else 641 if "hand-shape" in name else 453)
         assert landmarks["standardized"] == (state["mean"] is not None)
         if state["mean"] is not None:
             assert np.array_equal(np.float32(landmarks["standardization"]["mean"]), state["mean"].numpy())

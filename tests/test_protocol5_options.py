@@ -79,7 +79,8 @@ def test_flip_averaging_scores_a_clip_and_its_mirror_image_alike():
 def test_option_combinations_that_cannot_work_are_refused_in_one_line():
     for flags, named in ((["--modality", "gemma", "--tta_flip"], "--tta_flip"),
                          (["--model", "full", "--encoder", "conv"], "--encoder conv"),
-                         (["--modality", "landmarks", "--hand_shape", "--no_landmark_norm"], "--hand_shape")):
+                         (["--modality", "landmarks", "--hand_shape", "--no_landmark_norm"], "--hand_shape"),
+                         (["--modality", "gemma", "--hand_frame"], "--hand_frame")):
         done = subprocess.run([sys.executable, str(ROOT / "train_simple.py"), *flags], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert named in done.stderr.strip().splitlines()[-1]
