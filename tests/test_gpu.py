@@ -87,8 +87,8 @@ def test_captured_steps_match_eager_steps():
 
 
 @pytest.mark.parametrize("extra", [["--no_compile"], ["--no_compile", "--model", "full", "--ema"], [],
-                                   ["--no_compile", "--ensemble", "2", "--hand_shape"]],
-                         ids=["simple", "full+ema", "compiled", "ensemble+hand_shape"])
+                                   ["--no_compile", "--ensemble", "2", "--hand_shape", "--hand_frame"]],
+                         ids=["simple", "full+ema", "compiled", "ensemble+hands"])
 def test_cuda_graph_replay_matches_eager(data, tmp_path, extra):
     data_dir, subset = data
     common = ["--data_dir", str(data_dir), "--subset", subset, "--epochs", "5", *DETERMINISTIC, *extra]
