@@ -410,7 +410,7 @@ P9_CANDIDATES = {  # Protocol 9 (BENCHMARKS.md, written down before its runs): f
     "ens5": ["--ensemble", "5"],
     "frame+ens5": ["--hand_frame", "--ensemble", "5"],
 }
-P9_ADOPTED = None
+P9_ADOPTED = None  # Protocol 9 adopted no candidate (BENCHMARKS.md: frame+ens5 +0.3 points on val, the rule asks for 2)
 # Protocols after 4: number -> (candidates, the adopted one or None, what its claim runs beside the adopted one:
 # Protocols 5 and 7 compare with Protocol 4's claim of today's defaults, Protocol 6 runs them again)
 LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED, ()), 6: (P6_CANDIDATES, P6_ADOPTED, ("default",)),

@@ -5,9 +5,11 @@ Training-throughput benchmark at WLASL scale: the per-file DataLoader path again
     python bench_train.py --subset ../shared/data/wlasl/nslt_1000.json --feature_dim 2560
     python bench_train.py --subset ../shared/data/wlasl/nslt_1000.json --feature_dim 2560 --memory_cap_gb 4 --skip_reference
     python bench_train.py --subset ../shared/data/wlasl/nslt_100.json --device cpu --epochs 2   # CPU-sized
+    python bench_train.py --subset ../shared/data/wlasl/nslt_1000.json --feature_dim 8 --memory_cap_gb 4 \
+        --skip_reference --extra "--modality landmarks"        # landmarks alone, with their own defaults
 
 It reads the real split file (real ids, labels and split sizes), writes generated features once as per-clip
-.npy files to --scratch ({id}_gemma.npy (16, D) float32, {id}_landmarks.npy (T, 162) with T the clip length,
+.npy files to --scratch ({id}_gemma.npy (--num_frames or 16, D) float32, {id}_landmarks.npy (T, 162) with T the clip length,
 capped at 100), then measures, each phase in a fresh child process so that peak host RSS and peak GPU memory are
 its own:
   (a) reference: a torch DataLoader that np.loads every clip (4 workers, fp32, pinned), same model, eager step;
@@ -41,9 +43,12 @@ def train_script():
     return runpy.run_path(str(ROOT / "train_simple.py"))
 
 
+GEMMA_ROWS = 16   # rows of a generated Gemma file: the visual streams' default frames
+
+
 def write_dataset(split_path, scratch, feature_dim, num_frames, seed=0):
     """Per-clip .npy files with a weak class signal; skipped when the scratch folder already holds them."""
-    data_dir = scratch / f"{Path(split_path).stem}-d{feature_dim}"
+    data_dir = scratch / f"{Path(split_path).stem}-d{feature_dim}-t{num_frames}"
     marker = data_dir / "complete"
     if marker.exists():
         return data_dir
@@ -157,6 +162,8 @@ def project_phase(cfg):
     argv = ["--data_dir", cfg["data_dir"], "--subset", cfg["split_name"], "--epochs", str(cfg["epochs"]),
             "--batch_size", str(cfg["batch_size"]), "--hidden_dim", str(cfg["hidden_dim"]), "--device", cfg["device"],
             "--output_dir", str(out), "--cache_dir", str(Path(cfg["scratch"]) / "cache")] + cfg["extra"]
+    if cfg["given_frames"]:  # else train_simple's own default, as a user gets it (64 landmark frames for landmarks)
+        argv += ["--num_frames", str(cfg["given_frames"])]
     if cfg["device"] != "cpu":
         if cfg["memory_cap_gb"]:  # a small card's budget on a big one: allocations beyond it raise out-of-memory
             total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
@@ -239,7 +246,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subset", default=str(DEFAULT_SPLIT), help="real WLASL split file")
     p.add_argument("--feature_dim", type=int, default=2048, help="generated visual feature width D")
-    p.add_argument("--num_frames", type=int, default=16, help="frames per clip")
+    p.add_argument("--num_frames", type=int, default=None,
+                   help="frames per clip, passed to train_simple.py (default: its own, 16 visual frames or 64 landmark "
+                        f"frames with --modality landmarks; the generated Gemma files and the reference use "
+                        f"{GEMMA_ROWS})")
     p.add_argument("--hidden_dim", type=int, default=512, help="model width")
     p.add_argument("--batch_size", type=int, default=32, help="clips per step")
     p.add_argument("--epochs", type=int, default=3, help="epochs per phase (the first counts as warm-up)")
@@ -263,10 +273,11 @@ def main():
                      "../shared/data/wlasl/nslt_100.json --device cpu --epochs 2")
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    data_dir = write_dataset(args.subset, scratch, args.feature_dim, args.num_frames)
+    data_dir = write_dataset(args.subset, scratch, args.feature_dim, args.num_frames or GEMMA_ROWS)
     shutil.rmtree(scratch / "cache", ignore_errors=True)
     cfg = dict(data_dir=str(data_dir), split_name=Path(args.subset).name, feature_dim=args.feature_dim,
-               num_frames=args.num_frames, hidden_dim=args.hidden_dim, batch_size=args.batch_size,
+               num_frames=args.num_frames or GEMMA_ROWS, given_frames=args.num_frames, hidden_dim=args.hidden_dim,
+               batch_size=args.batch_size,
                epochs=args.epochs, device=args.device, scratch=str(scratch), extra=args.extra.split(),
                memory_cap_gb=args.memory_cap_gb)
     if args.startup:
@@ -288,7 +299,8 @@ def main():
             row["speedup_vs_per_file"] = round(base / row["seconds_per_epoch"], 2)
     import torch
     machine = torch.cuda.get_device_name() if args.device != "cpu" else f"CPU ({mp.cpu_count()} cores)"
-    print(f"\n{Path(args.subset).name}: D={args.feature_dim}, {args.num_frames} frames, hidden {args.hidden_dim}, "
+    frames = f"{args.num_frames} frames" if args.num_frames else "train_simple's default frames"
+    print(f"\n{Path(args.subset).name}: D={args.feature_dim}, {frames}, hidden {args.hidden_dim}, "
           f"batch {args.batch_size}, {machine}, torch {torch.__version__}")
     columns = list(table[-1])
     print(" | ".join(columns))
