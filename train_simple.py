@@ -34,7 +34,7 @@ from hybrid_asl.cli import (HelpFormatter, Refused, Terminated, exit_code, expli
 from hybrid_asl.engine import EMA, build_steps, evaluate, uses_bf16
 from hybrid_asl.errors import DataError
 from hybrid_asl.files import atomic_write_bytes, check_output_path, make_folder, quote, write_json
-from hybrid_asl.landmarks import landmark_preprocessor
+from hybrid_asl.landmarks import HAND_FLAGS, landmark_preprocessor
 from hybrid_asl.packing import load_run_data
 from hybrid_asl.recipe import (build_model, compute_class_weights, get_cosine_schedule_with_warmup,
                                model_config, model_memory_check, verify_feature_dimensions)  # noqa: F401 (seed API)
@@ -59,7 +59,7 @@ LANDMARK_ENSEMBLE = 3
 LAST_CHECKPOINTS = 50
 LANDMARK_FRAMES = 64   # --modality landmarks: frames per clip when neither --landmark_frames nor --num_frames is given
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
-                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble", "hand_shape", "hand_frame")
+                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble", *HAND_FLAGS)
 
 
 def build_parser():
@@ -191,7 +191,7 @@ def settings(argv):
             raise DataError(f"--resume {quote(args.resume)} holds the weights for inference only (a best.pt); resume "
                             f"from the run's last.pt: --resume {quote(Path(args.resume).parent / 'last.pt')}")
         saved = {"landmark_frames": resume["args"].get("num_frames"), "min_steps": 0,  # runs saved before these
-                 "ensemble": 1, "hand_shape": False, "hand_frame": False,
+                 "ensemble": 1, **dict.fromkeys(HAND_FLAGS, False),
                  **resume["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume}
         if "output_dir" not in given:
             saved["output_dir"] = str(Path(args.resume).parent)
@@ -215,7 +215,7 @@ def settings(argv):
         parser.error("--model full fuses both streams; use --modality hybrid (or --model simple)")
     if args.model == "full" and args.encoder != "transformer":
         parser.error(f"--encoder {args.encoder} is an encoder of the simple model; drop it or use --model simple")
-    for flag in ("hand_shape", "hand_frame"):
+    for flag in HAND_FLAGS:
         if getattr(args, flag) and (args.no_landmark_norm or args.modality == "gemma"):
             parser.error(f"--{flag} adds channels to the normalized landmarks; drop it, or drop --no_landmark_norm"
                          if args.no_landmark_norm else f"--{flag} describes the hands of the landmark stream; "

@@ -9,9 +9,9 @@ Training-throughput benchmark at WLASL scale: the per-file DataLoader path again
         --skip_reference --extra "--modality landmarks"        # landmarks alone, with their own defaults
 
 It reads the real split file (real ids, labels and split sizes), writes generated features once as per-clip
-.npy files to --scratch ({id}_gemma.npy (--num_frames or 16, D) float32, {id}_landmarks.npy (T, 162) with T the clip length,
-capped at 100), then measures, each phase in a fresh child process so that peak host RSS and peak GPU memory are
-its own:
+.npy files to --scratch ({id}_gemma.npy (--num_frames or train_simple's default 16, D) float32, {id}_landmarks.npy
+(T, 162) with T the clip length, capped at 100), then measures, each phase in a fresh child process so that peak
+host RSS and peak GPU memory are its own:
   (a) reference: a torch DataLoader that np.loads every clip (4 workers, fp32, pinned), same model, eager step;
   (b) train_simple.py's own loop, cold (packs the cache on the way) and warm (memory-maps the cache).
 Reported per phase: training samples/s and seconds per epoch (the median of epochs after the first), the share
@@ -41,9 +41,6 @@ def train_script():
     """train_simple.py's functions, executed in this process as `python train_simple.py` would (not imported)."""
     import runpy
     return runpy.run_path(str(ROOT / "train_simple.py"))
-
-
-GEMMA_ROWS = 16   # rows of a generated Gemma file: the visual streams' default frames
 
 
 def write_dataset(split_path, scratch, feature_dim, num_frames, seed=0):
@@ -243,13 +240,14 @@ def summarize(name, result):
 
 
 def main():
+    visual_frames = train_script()["build_parser"]().get_default("num_frames")  # rows of a generated Gemma file
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subset", default=str(DEFAULT_SPLIT), help="real WLASL split file")
     p.add_argument("--feature_dim", type=int, default=2048, help="generated visual feature width D")
     p.add_argument("--num_frames", type=int, default=None,
                    help="frames per clip, passed to train_simple.py (default: its own, 16 visual frames or 64 landmark "
                         f"frames with --modality landmarks; the generated Gemma files and the reference use "
-                        f"{GEMMA_ROWS})")
+                        f"train_simple's default {visual_frames})")
     p.add_argument("--hidden_dim", type=int, default=512, help="model width")
     p.add_argument("--batch_size", type=int, default=32, help="clips per step")
     p.add_argument("--epochs", type=int, default=3, help="epochs per phase (the first counts as warm-up)")
@@ -273,13 +271,12 @@ def main():
                      "../shared/data/wlasl/nslt_100.json --device cpu --epochs 2")
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    data_dir = write_dataset(args.subset, scratch, args.feature_dim, args.num_frames or GEMMA_ROWS)
+    data_dir = write_dataset(args.subset, scratch, args.feature_dim, args.num_frames or visual_frames)
     shutil.rmtree(scratch / "cache", ignore_errors=True)
     cfg = dict(data_dir=str(data_dir), split_name=Path(args.subset).name, feature_dim=args.feature_dim,
-               num_frames=args.num_frames or GEMMA_ROWS, given_frames=args.num_frames, hidden_dim=args.hidden_dim,
-               batch_size=args.batch_size,
-               epochs=args.epochs, device=args.device, scratch=str(scratch), extra=args.extra.split(),
-               memory_cap_gb=args.memory_cap_gb)
+               num_frames=args.num_frames or visual_frames, given_frames=args.num_frames, hidden_dim=args.hidden_dim,
+               batch_size=args.batch_size, epochs=args.epochs, device=args.device, scratch=str(scratch),
+               extra=args.extra.split(), memory_cap_gb=args.memory_cap_gb)
     if args.startup:
         r = run_phase(startup_phase, cfg)
         print(f"{Path(args.subset).name}: {r['clips']} clips, {r['files']} files, D={args.feature_dim}: "

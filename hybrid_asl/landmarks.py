@@ -59,6 +59,7 @@ PALM_PAIRS = ((0, 5), (0, 9), (0, 17), (5, 17))  # wrist/MCP distances: stable u
 MIN_SCALE = 1e-4                     # below this a width/size is degenerate (coincident points)
 NORMALIZED_DIM = 162 + 63 + 63 + 162 + 3
 MAX_SANE = 1e3                      # |channel| beyond this is a tracker failure, not a position
+HAND_FLAGS = ("hand_shape", "hand_frame")   # the options that append hand channels, in their order
 SHAPE_DIM = 5 * 3 + 10   # per hand: three joint bends per finger, the 10 fingertip pairs
 FRAME_DIM = 21 * 3 + 6   # per hand: its points in its own frame, its pointing direction and palm normal
 
@@ -127,19 +128,17 @@ def _hand_size(hand):
     return torch.stack([(hand[:, :, a] - hand[:, :, b]).norm(dim=-1) for a, b in PALM_PAIRS], -1).amax(-1)
 
 
-def _hand_local(hand, ok, size):
-    """hand (B,T,21,3), ok (B,T,21), size (B,T) -> (B,T,63) wrist-relative coordinates / hand size."""
-    rel = hand - hand[:, :, :1]
+def _hand_local(rel, ok, size):
+    """rel (B,T,21,3) points relative to the wrist, ok (B,T,21), size (B,T) -> (B,T,63) rel / hand size."""
     ok = ok & ok[:, :, :1] & (size > MIN_SCALE)[..., None]   # needs a wrist and a real palm this frame
     local = torch.where(ok[..., None], rel / size.clamp(min=MIN_SCALE)[..., None, None], torch.zeros_like(rel))
     return local.flatten(2)
 
 
-def _hand_shape(hand, ok, size):
-    """hand (B,T,21,3), ok (B,T,21), size (B,T) -> (B,T,25): joint-bend cosines and fingertip distances / hand size;
-    0 where the hand (all of its points and a real palm) is not seen in the frame."""
+def _hand_shape(hand, seen, size):
+    """hand (B,T,21,3), seen (B,T), size (B,T) -> (B,T,25): joint-bend cosines and fingertip distances / hand size;
+    0 where the hand is not seen (all of its points and a real palm) in the frame."""
     B, T = hand.shape[:2]
-    seen = ok.all(-1) & (size > MIN_SCALE)
     # each finger as a chain wrist, knuckle, ..., tip (MediaPipe: thumb 1-4, index 5-8, ..., pinky 17-20); the bend
     # at a joint is the angle between the bones to the points before and after it (slices only: no index copies,
     # which a CUDA-graph capture forbids)
@@ -160,10 +159,9 @@ def _unit(v):
     return v / length.clamp(min=MIN_SCALE), length[..., 0] > MIN_SCALE
 
 
-def _hand_frame(hand, ok, size):
-    """hand (B,T,21,3), ok (B,T,21), size (B,T) -> (B,T,69): the 21 points in the hand's own (w, u, n) frame over the
-    hand size, then u and n; 0 where the hand (all of its points, a real palm) is not seen in the frame."""
-    rel = hand - hand[:, :, :1]
+def _hand_frame(rel, seen, size):
+    """rel (B,T,21,3) points relative to the wrist, seen (B,T), size (B,T) -> (B,T,69): the 21 points in the hand's own
+    (w, u, n) frame over the hand size, then u and n; 0 where the hand is not seen or its frame is degenerate."""
     u, u_ok = _unit(rel[:, :, 9])                            # wrist -> middle knuckle: where the hand points
     across = rel[:, :, 5] - rel[:, :, 17]                    # pinky knuckle -> index knuckle
     w, w_ok = _unit(across - (across * u).sum(-1, keepdim=True) * u)
@@ -172,8 +170,7 @@ def _hand_frame(hand, ok, size):
     axes = torch.stack([w, u, n], -2)                                               # (B,T,3,3), rows w, u, n
     local = (rel @ axes.transpose(-1, -2)) / size.clamp(min=MIN_SCALE)[..., None, None]
     frame = torch.cat([local.flatten(2), u, n], -1)
-    seen = ok.all(-1) & (size > MIN_SCALE) & u_ok & w_ok
-    return torch.where(seen[..., None], frame, torch.zeros_like(frame))
+    return torch.where((seen & u_ok & w_ok)[..., None], frame, torch.zeros_like(frame))
 
 
 def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: bool = False,
@@ -196,9 +193,14 @@ def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: 
     body = (pts - point_centre) / scale[:, None, None, None]
     body = torch.where(present[..., None], body, torch.zeros_like(body))        # undetected stays 0
 
-    hands = [(pts[:, :, part], present[:, :, part]) for part in (LEFT_HAND, RIGHT_HAND)]
-    sizes = [_hand_size(hand) for hand, _ in hands]   # shared by the hand-local points and the hand shapes
-    lhand, rhand = (_hand_local(hand, ok, size) for (hand, ok), size in zip(hands, sizes))
+    # what every hand channel needs, computed once per hand: its points, which are detected, its points relative to
+    # the wrist, its size, and whether all of it (with a real palm) is seen in the frame
+    hands = []
+    for part in (LEFT_HAND, RIGHT_HAND):
+        hand, ok = pts[:, :, part], present[:, :, part]
+        size = _hand_size(hand)
+        hands.append((hand, ok, hand - hand[:, :, :1], size, ok.all(-1) & (size > MIN_SCALE)))
+    lhand, rhand = (_hand_local(rel, ok, size) for _, ok, rel, size, _ in hands)
 
     # motion only where the point is seen in both frames: appear/disappear is not a velocity
     both = present[:, 1:] & present[:, :-1]
@@ -210,9 +212,9 @@ def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: 
 
     parts = [body.flatten(2), lhand, rhand, vel.flatten(2), pres]
     if hand_shape:
-        parts += [_hand_shape(hand, ok, size) for (hand, ok), size in zip(hands, sizes)]
+        parts += [_hand_shape(hand, seen, size) for hand, _, _, size, seen in hands]
     if hand_frame:
-        parts += [_hand_frame(hand, ok, size) for (hand, ok), size in zip(hands, sizes)]
+        parts += [_hand_frame(rel, seen, size) for _, _, rel, size, seen in hands]
     return torch.cat(parts, dim=-1) * mask[..., None]
 
 
@@ -276,13 +278,18 @@ class LandmarkPreprocessor(nn.Module):
                    state.get("hand_frame", False))
 
 
+def hand_channels(args):
+    """{flag: bool} of HAND_FLAGS from a run's flags (False when a hand-built namespace lacks one)."""
+    return {flag: bool(getattr(args, flag, False)) for flag in HAND_FLAGS}
+
+
 def landmark_preprocessor(args, train_split, resume=None):
     """The normalization a run uses: a resumed run's own; else the training split's channel statistics
     (standardized normalized channels, the default since Protocol 3 in BENCHMARKS.md); --no_landmark_standardize
     keeps the normalized channels unstandardized, --no_landmark_norm the raw coordinates."""
     if resume is not None:
         return LandmarkPreprocessor.from_state(resume["landmark_normalization"])
-    hands = dict(hand_shape=getattr(args, "hand_shape", False), hand_frame=getattr(args, "hand_frame", False))
+    hands = hand_channels(args)
     if not args.no_landmark_norm and not args.no_landmark_standardize:
         mean, std = channel_statistics(train_split.landmarks, train_split.lengths, **hands)  # as packed, un-augmented
         return LandmarkPreprocessor(True, mean, std, **hands)

@@ -44,7 +44,7 @@ from hybrid_asl import engine
 from hybrid_asl.errors import DataError
 from hybrid_asl.extraction import read_metadata
 from hybrid_asl.files import atomic_write_bytes
-from hybrid_asl.landmarks import landmark_feature_dim
+from hybrid_asl.landmarks import HAND_FLAGS, landmark_feature_dim
 from hybrid_asl.onnx_model import METADATA_FORMAT, METADATA_KEY, STREAMS
 
 DEFAULT_OPSET = 18  # onnxruntime 1.14 and newer run it
@@ -244,7 +244,7 @@ def build_metadata(checkpoint_path, checkpoint, args, prepare, names, max_frames
     preprocessing = {"in_graph": True, "tta_flip": bool(args.tta_flip)}  # flip averaging, when on, is in the graph
     if prepare is not None:
         state = prepare.state()
-        hands = {key: bool(state.get(key, False)) for key in ("hand_shape", "hand_frame")}
+        hands = {flag: getattr(prepare, flag) for flag in HAND_FLAGS}
         preprocessing["landmarks"] = {
             "normalize": state["normalize"], "channels": landmark_feature_dim(state["normalize"], **hands), **hands,
             "description": ("hybrid_asl.landmarks.make_landmark_features: shoulder-centred and scaled body points, "

@@ -15,7 +15,7 @@ import torch
 from hybrid_asl.cli import available_memory_bytes
 from hybrid_asl.errors import DataError
 from hybrid_asl.files import not_a_regular_file, read_text
-from hybrid_asl.landmarks import landmark_feature_dim
+from hybrid_asl.landmarks import hand_channels, landmark_feature_dim
 from hybrid_asl_model import Ensemble, FullHybridASLModel
 from hybrid_asl_model_simple import SimpleHybridASLModel
 
@@ -91,8 +91,7 @@ def model_config(args, num_classes, gemma_dim):
     evaluation and prediction rebuild the same model without the training flags."""
     config = dict(model=args.model, num_classes=num_classes, gemma_feature_dim=gemma_dim, hidden_dim=args.hidden_dim,
                   dropout=args.dropout,
-                  landmark_dim=landmark_feature_dim(not args.no_landmark_norm, bool(getattr(args, "hand_shape", False)),
-                                                    bool(getattr(args, "hand_frame", False))),
+                  landmark_dim=landmark_feature_dim(not args.no_landmark_norm, **hand_channels(args)),
                   num_layers=args.num_layers, num_heads=args.num_heads, encoder_dropout=args.encoder_dropout,
                   use_sinusoidal_pos=not args.legacy_pos_encoding, drop_path=args.drop_path,
                   max_len=max(512, args.num_frames), members=getattr(args, "ensemble", None) or 1)
