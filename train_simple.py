@@ -34,7 +34,7 @@ from hybrid_asl.cli import (HelpFormatter, Refused, Terminated, exit_code, expli
 from hybrid_asl.engine import EMA, build_steps, evaluate, uses_bf16
 from hybrid_asl.errors import DataError
 from hybrid_asl.files import atomic_write_bytes, check_output_path, make_folder, quote, write_json
-from hybrid_asl.landmarks import HAND_FLAGS, landmark_preprocessor
+from hybrid_asl.landmarks import HAND_FLAGS, PREPARE_FLAGS, landmark_preprocessor
 from hybrid_asl.packing import load_run_data
 from hybrid_asl.recipe import (build_model, compute_class_weights, get_cosine_schedule_with_warmup,
                                model_config, model_memory_check, verify_feature_dimensions)  # noqa: F401 (seed API)
@@ -59,7 +59,7 @@ LANDMARK_ENSEMBLE = 3
 LAST_CHECKPOINTS = 50
 LANDMARK_FRAMES = 64   # --modality landmarks: frames per clip when neither --landmark_frames nor --num_frames is given
 MODEL_SHAPE_KEYS = ("model", "modality", "fusion_type", "hidden_dim", "num_layers", "num_heads", "num_frames",
-                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble", *HAND_FLAGS)
+                    "no_landmark_norm", "legacy_pos_encoding", "encoder", "ensemble", *PREPARE_FLAGS)
 
 
 def build_parser():
@@ -110,6 +110,10 @@ def build_parser():
     g.add_argument("--hand_frame", action="store_true",
                    help="138 more landmark channels: each hand's points in the hand's own frame (the same whatever its "
                         "rotation, position and size) and its orientation (pointing direction, palm normal)")
+    g.add_argument("--mirror_left_handed", action="store_true",
+                   help="mirror every clip whose left hand is seen in more than twice as many frames as its right "
+                        "hand, in training and at inference, so that a sign made with the left hand alone looks like "
+                        "the same sign made with the right")
     g.add_argument("--no_landmark_standardize", action="store_true",
                    help="do not standardize the normalized landmark channels with the training split's mean and std "
                         "(raw coordinates, --no_landmark_norm, are never standardized)")
@@ -191,7 +195,7 @@ def settings(argv):
             raise DataError(f"--resume {quote(args.resume)} holds the weights for inference only (a best.pt); resume "
                             f"from the run's last.pt: --resume {quote(Path(args.resume).parent / 'last.pt')}")
         saved = {"landmark_frames": resume["args"].get("num_frames"), "min_steps": 0,  # runs saved before these
-                 "ensemble": 1, **dict.fromkeys(HAND_FLAGS, False),
+                 "ensemble": 1, **dict.fromkeys(PREPARE_FLAGS, False),
                  **resume["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume}
         if "output_dir" not in given:
             saved["output_dir"] = str(Path(args.resume).parent)
@@ -220,6 +224,8 @@ def settings(argv):
             parser.error(f"--{flag} adds channels to the normalized landmarks; drop it, or drop --no_landmark_norm"
                          if args.no_landmark_norm else f"--{flag} describes the hands of the landmark stream; "
                          f"--modality gemma has none (drop --{flag})")
+    if args.mirror_left_handed and args.modality == "gemma":
+        parser.error("--mirror_left_handed mirrors the landmarks; --modality gemma has none (drop --mirror_left_handed)")
     if args.tta_flip and args.modality == "gemma":
         parser.error("--tta_flip mirrors the landmarks; --modality gemma has none (drop --tta_flip)")
     if args.hidden_dim % args.num_heads:

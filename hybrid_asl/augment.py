@@ -29,7 +29,7 @@ import math
 import torch
 
 from hybrid_asl.cli import probability
-from hybrid_asl.landmarks import NUM_POINTS, clip_centre_scale, point_presence
+from hybrid_asl.landmarks import NUM_POINTS, clip_centre_scale, mirrored_points, point_presence
 
 # Probabilities are per clip; magnitudes live in the preset only (flags exist for probabilities).
 _OFF = dict(rotate_p=0.0, scale_p=0.0, shear_p=0.0, translate_p=0.0, speed_p=0.0, crop_p=0.0,
@@ -76,30 +76,6 @@ FAMILIAR = {
     "landmark_jitter": ("std of gaussian noise on every detected landmark, in shoulder widths (0 = off)",
                         {"jitter_p": "on", "jitter_std": "value"}),
 }
-
-
-def _mirror_perm(device):
-    """Point order after mirroring: left<->right hand, pose 11<->12, 13<->14, ..., 21<->22.
-    Built with device ops (no host copy), so it can be captured in a CUDA graph."""
-    i = torch.arange(NUM_POINTS, device=device)
-    return torch.where(i < 21, i + 21, torch.where(i < 42, i - 21, 42 + ((i - 42) ^ 1)))
-
-
-def _mirrored(pts, present):
-    """(B,T,54,3) points, (B,T,54) detected -> the mirror image: x -> 1 - x, left/right blocks swapped; undetected
-    points stay 0."""
-    perm = _mirror_perm(pts.device)
-    flipped = pts[:, :, perm]
-    flipped = torch.cat([1 - flipped[..., :1], flipped[..., 1:]], -1)
-    return torch.where(present[:, :, perm][..., None], flipped, torch.zeros_like(flipped))
-
-
-def mirror_landmarks(landmarks, mask):
-    """Raw landmarks (B,T,162) + mask -> the mirror image of every clip (what --aug_mirror_p trains on; test-time
-    flip averaging, --tta_flip, scores both)."""
-    B, T, _ = landmarks.shape
-    present = point_presence(landmarks) & mask.bool()[..., None]
-    return _mirrored(landmarks.reshape(B, T, NUM_POINTS, 3), present).reshape(B, T, -1).to(landmarks.dtype)
 
 
 def draw(shape, generator, device, sampler=torch.rand):
@@ -237,7 +213,7 @@ def _augment_landmarks(landmarks, src, new_mask, u, cfg):
     # --- mirror: flip x in image coordinates and swap the left/right blocks (opt-in: 0 in every preset) -----
     if cfg["mirror_p"] > 0:
         mirror = (u["mirror"] < cfg["mirror_p"])[:, None, None]
-        pts = torch.where(mirror[..., None], _mirrored(pts, present), pts)
+        pts = torch.where(mirror[..., None], mirrored_points(pts, present), pts)
 
     # --- hand dropout: one whole hand block for the clip --------------------------------------------
     drop = u["hand_drop"] < cfg["hand_drop_p"]

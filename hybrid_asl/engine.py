@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hybrid_asl.augment import augment_batch, mirror_landmarks, mix_clips
+from hybrid_asl.augment import augment_batch, mix_clips
+from hybrid_asl.landmarks import mirror_landmarks
 from hybrid_asl.metrics import classification_metrics, topk_correct
 from hybrid_asl_model import Ensemble, mean_probability_logits
 

@@ -40,6 +40,10 @@ palm's normal); a rotation of the hand turns all three with it.
     lframe   21 pts x (w, u, n) coordinates of the left hand relative to its wrist, over the hand size (63: the
              same whatever the hand's rotation, position and size), then u and n in image axes (6: the orientation)
     rframe   the same for the right hand
+mirror_left_handed=True (--mirror_left_handed) changes no channel count: before anything else, a clip whose left hand
+is seen in more than LEFT_HANDED_RATIO times as many real frames as its right hand is mirrored (x -> 1 - x, left and
+right swapped), so a sign made with the left hand alone looks like the same sign made with the right. Two-handed clips,
+where both hands are seen about as often, are left alone.
 A point that was not detected is exactly 0 in every channel (never -centre/scale), so together with the
 presence channels a zero is never mistaken for a position. Padding frames (mask False) are all zeros.
 The output is finite for any finite input (all-zero clips included); NaN input is treated as undetected.
@@ -60,6 +64,8 @@ MIN_SCALE = 1e-4                     # below this a width/size is degenerate (co
 NORMALIZED_DIM = 162 + 63 + 63 + 162 + 3
 MAX_SANE = 1e3                      # |channel| beyond this is a tracker failure, not a position
 HAND_FLAGS = ("hand_shape", "hand_frame")   # the options that append hand channels, in their order
+PREPARE_FLAGS = HAND_FLAGS + ("mirror_left_handed",)  # every option the preprocessor is built with
+LEFT_HANDED_RATIO = 2  # left seen > 2x as often as right: left-handed (a plain > would flip two-handed clips at random)
 SHAPE_DIM = 5 * 3 + 10   # per hand: three joint bends per finger, the 10 fingertip pairs
 FRAME_DIM = 21 * 3 + 6   # per hand: its points in its own frame, its pointing direction and palm normal
 
@@ -75,6 +81,44 @@ def point_presence(landmarks):
     """(B,T,162) -> (B,T,54) bool: a point is detected when any of its coordinates is non-zero."""
     pts = landmarks.reshape(*landmarks.shape[:-1], NUM_POINTS, 3)
     return (pts != 0).any(-1)
+
+
+def _mirror_perm(device):
+    """Point order after mirroring: left<->right hand, pose 11<->12, 13<->14, ..., 21<->22.
+    Built with device ops (no host copy), so it can be captured in a CUDA graph."""
+    i = torch.arange(NUM_POINTS, device=device)
+    return torch.where(i < 21, i + 21, torch.where(i < 42, i - 21, 42 + ((i - 42) ^ 1)))
+
+
+def mirrored_points(pts, present):
+    """(B,T,54,3) points, (B,T,54) detected -> the mirror image: x -> 1 - x, left/right blocks swapped; undetected
+    points stay 0."""
+    perm = _mirror_perm(pts.device)
+    flipped = pts[:, :, perm]
+    flipped = torch.cat([1 - flipped[..., :1], flipped[..., 1:]], -1)
+    return torch.where(present[:, :, perm][..., None], flipped, torch.zeros_like(flipped))
+
+
+def mirror_landmarks(landmarks, mask):
+    """Raw landmarks (B,T,162) + mask -> the mirror image of every clip (what --aug_mirror_p trains on; test-time
+    flip averaging, --tta_flip, scores both)."""
+    B, T, _ = landmarks.shape
+    present = point_presence(landmarks) & mask.bool()[..., None]
+    return mirrored_points(landmarks.reshape(B, T, NUM_POINTS, 3), present).reshape(B, T, -1).to(landmarks.dtype)
+
+
+def left_handed(landmarks, mask):
+    """(B,T,162), (B,T) -> (B,) bool: the clip's left hand is seen in more than LEFT_HANDED_RATIO times as many real
+    frames as its right hand (a left hand alone counts; no hand at all does not)."""
+    seen = point_presence(landmarks) & mask.bool()[..., None]
+    left, right = seen[:, :, LEFT_HAND].any(-1).sum(1), seen[:, :, RIGHT_HAND].any(-1).sum(1)
+    return left > LEFT_HANDED_RATIO * right
+
+
+def as_right_handed(landmarks, mask):
+    """--mirror_left_handed: every left_handed clip of the batch mirrored, the others as they are."""
+    flip = left_handed(landmarks, mask)[:, None, None]
+    return torch.where(flip, mirror_landmarks(landmarks, mask), landmarks)
 
 
 def masked_lower_median(values, valid, dim):
@@ -174,15 +218,19 @@ def _hand_frame(rel, seen, size):
 
 
 def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: bool = False,
-                           hand_frame: bool = False):
+                           hand_frame: bool = False, mirror_left_handed: bool = False):
     """(B,T,162) raw landmarks + (B,T) bool mask -> (B,T,C) model input; layout in the module docstring."""
-    if not normalize:
+    if not normalize and not mirror_left_handed:
         return landmarks
     B, T, D = landmarks.shape
     assert D == LANDMARK_DIM, f"expected {LANDMARK_DIM} landmark channels, got {D}"
     mask = mask.bool()
     x = torch.nan_to_num(landmarks.float(), nan=0.0, posinf=0.0, neginf=0.0)
     x = x * mask[..., None]                                                      # padding never counts
+    if mirror_left_handed:
+        x = as_right_handed(x, mask)
+    if not normalize:
+        return x
     pts = x.reshape(B, T, NUM_POINTS, 3)
     present = point_presence(x) & mask[..., None]                               # (B,T,54)
 
@@ -218,7 +266,8 @@ def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: 
     return torch.cat(parts, dim=-1) * mask[..., None]
 
 
-def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shape=False, hand_frame=False):
+def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shape=False, hand_frame=False,
+                       mirror_left_handed=False):
     """Mean and std (C,) of each model input channel over the real frames of a packed split: landmarks (N,T,162)
     (numpy or torch), lengths (N,).
 
@@ -232,7 +281,7 @@ def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shap
                             if isinstance(landmarks, np.ndarray) else landmarks[start:start + chunk]).float()
         n = torch.as_tensor(np.array(lengths[start:start + chunk], dtype=np.int64), device=x.device)
         mask = torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
-        f = make_landmark_features(x, mask, normalize, hand_shape, hand_frame)[mask]   # (real frames, C)
+        f = make_landmark_features(x, mask, normalize, hand_shape, hand_frame, mirror_left_handed)[mask]  # real frames
         f = f[(f.abs() <= MAX_SANE).all(dim=1)].double()                       # NaN fails the test too
         total, total_sq, count = total + f.sum(0), total_sq + (f * f).sum(0), count + len(f)
     if count == 0:  # nothing sane to measure: leave the input as it is
@@ -248,38 +297,47 @@ class LandmarkPreprocessor(nn.Module):
     with normalize=False), standardized per channel when statistics are given ((x - mean) / std, as the ridge
     baseline's StandardScaler does: channels differ in scale by 100x, positions against frame-to-frame motion).
 
-    state() / from_state() are what a checkpoint keeps: {"normalize", "mean", "std", "hand_shape", "hand_frame"}
-    (mean/std None: not standardized; a missing "hand_shape" or "hand_frame": a checkpoint from before that flag,
-    without those channels).
+    state() / from_state() are what a checkpoint keeps: {"normalize", "mean", "std", *PREPARE_FLAGS} (mean/std None:
+    not standardized; a missing flag: a checkpoint from before that flag, made without it).
     """
 
-    def __init__(self, normalize=True, mean=None, std=None, hand_shape=False, hand_frame=False):
+    def __init__(self, normalize=True, mean=None, std=None, hand_shape=False, hand_frame=False,
+                 mirror_left_handed=False):
         super().__init__()
         self.normalize = bool(normalize)
         self.hand_shape = bool(hand_shape) and self.normalize
         self.hand_frame = bool(hand_frame) and self.normalize
+        self.mirror_left_handed = bool(mirror_left_handed)
         self.standardize = mean is not None
         dim = landmark_feature_dim(self.normalize, self.hand_shape, self.hand_frame)
         self.register_buffer("mean", torch.zeros(dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.ones(dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, landmarks, mask):
-        x = make_landmark_features(landmarks, mask, self.normalize, self.hand_shape, self.hand_frame)
+        x = make_landmark_features(landmarks, mask, self.normalize, **self.options())
         return (x - self.mean) / self.std if self.standardize else x
+
+    def options(self):
+        """{flag: bool} of PREPARE_FLAGS, as this preprocessor applies them."""
+        return {flag: getattr(self, flag) for flag in PREPARE_FLAGS}
 
     def state(self):
         return {"normalize": self.normalize, "mean": self.mean.cpu() if self.standardize else None,
-                "std": self.std.cpu() if self.standardize else None, "hand_shape": self.hand_shape,
-                "hand_frame": self.hand_frame}
+                "std": self.std.cpu() if self.standardize else None, **self.options()}
 
     @classmethod
     def from_state(cls, state):
-        return cls(state["normalize"], state.get("mean"), state.get("std"), state.get("hand_shape", False),
-                   state.get("hand_frame", False))
+        return cls(state["normalize"], state.get("mean"), state.get("std"),
+                   **{flag: state.get(flag, False) for flag in PREPARE_FLAGS})
+
+
+def prepare_options(args):
+    """{flag: bool} of PREPARE_FLAGS from a run's flags (False when a hand-built namespace lacks one)."""
+    return {flag: bool(getattr(args, flag, False)) for flag in PREPARE_FLAGS}
 
 
 def hand_channels(args):
-    """{flag: bool} of HAND_FLAGS from a run's flags (False when a hand-built namespace lacks one)."""
+    """{flag: bool} of HAND_FLAGS, the options that change the channel count, from a run's flags."""
     return {flag: bool(getattr(args, flag, False)) for flag in HAND_FLAGS}
 
 
@@ -289,8 +347,8 @@ def landmark_preprocessor(args, train_split, resume=None):
     keeps the normalized channels unstandardized, --no_landmark_norm the raw coordinates."""
     if resume is not None:
         return LandmarkPreprocessor.from_state(resume["landmark_normalization"])
-    hands = hand_channels(args)
+    options = prepare_options(args)
     if not args.no_landmark_norm and not args.no_landmark_standardize:
-        mean, std = channel_statistics(train_split.landmarks, train_split.lengths, **hands)  # as packed, un-augmented
-        return LandmarkPreprocessor(True, mean, std, **hands)
-    return LandmarkPreprocessor(not args.no_landmark_norm, **hands)
+        mean, std = channel_statistics(train_split.landmarks, train_split.lengths, **options)  # as packed, un-augmented
+        return LandmarkPreprocessor(True, mean, std, **options)
+    return LandmarkPreprocessor(not args.no_landmark_norm, **options)

@@ -91,8 +91,11 @@ def random_inputs(names, gemma_dim, batch, frames, seed, garbage=False):
     lengths = torch.tensor([frames] + [max(1, frames - 1 - 3 * i) for i in range(batch - 1)])
     mask = torch.arange(frames)[None] < lengths[:, None]
     keep = torch.ones_like(mask) if garbage else mask
+    landmarks = torch.rand(batch, frames, LANDMARK_DIM, generator=g) * keep[..., None]
+    landmarks[1::3, :, 63:126] = 0   # every third clip from the second: no right hand (a left-handed signer) ...
+    landmarks[2::3, :, 0:63] = 0     # ... and from the third: no left hand, so the paths of unseen hands run too
     values = {"gemma": torch.randn(batch, frames, gemma_dim or 1, generator=g) * keep[..., None],
-              "landmarks": torch.rand(batch, frames, LANDMARK_DIM, generator=g) * keep[..., None], "mask": mask}
+              "landmarks": landmarks, "mask": mask}
     return tuple(values[name] for name in names)
 
 
@@ -244,13 +247,15 @@ def build_metadata(checkpoint_path, checkpoint, args, prepare, names, max_frames
     preprocessing = {"in_graph": True, "tta_flip": bool(args.tta_flip)}  # flip averaging, when on, is in the graph
     if prepare is not None:
         state = prepare.state()
-        hands = {flag: getattr(prepare, flag) for flag in HAND_FLAGS}
+        options = prepare.options()
+        channels = landmark_feature_dim(state["normalize"], **{flag: options[flag] for flag in HAND_FLAGS})
         preprocessing["landmarks"] = {
-            "normalize": state["normalize"], "channels": landmark_feature_dim(state["normalize"], **hands), **hands,
-            "description": ("hybrid_asl.landmarks.make_landmark_features: shoulder-centred and scaled body points, "
-                            "hand-local points, velocities, presence flags" + (", hand shapes" * hands["hand_shape"])
-                            + (", hands in their own frames" * hands["hand_frame"])
-                            if state["normalize"] else "the raw 162 coordinates"),
+            "normalize": state["normalize"], "channels": channels, **options,
+            "description": ("left-handed clips mirrored, then " * options["mirror_left_handed"]
+                            + ("hybrid_asl.landmarks.make_landmark_features: shoulder-centred and scaled body points, "
+                               "hand-local points, velocities, presence flags" + ", hand shapes" * options["hand_shape"]
+                               + ", hands in their own frames" * options["hand_frame"]
+                               if state["normalize"] else "the raw 162 coordinates")),
             "standardized": state["mean"] is not None}
         if state["mean"] is not None:
             preprocessing["landmarks"]["standardization"] = {

@@ -235,7 +235,7 @@ def test_landmark_channels_are_standardized_with_training_statistics(data, tmp_p
         assert run_cli(*common, flag, "--output_dir", out) == 0
         state = load_checkpoint(out / "best.pt")["landmark_normalization"]
         assert state == {"normalize": normalize, "mean": None, "std": None, "hand_shape": False,
-                         "hand_frame": False}
+                         "hand_frame": False, "mirror_left_handed": False}
 
 
 def test_outputs_and_metrics_schema(data, tmp_path):

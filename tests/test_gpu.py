@@ -87,7 +87,8 @@ def test_captured_steps_match_eager_steps():
 
 
 @pytest.mark.parametrize("extra", [["--no_compile"], ["--no_compile", "--model", "full", "--ema"], [],
-                                   ["--no_compile", "--ensemble", "2", "--hand_shape", "--hand_frame"]],
+                                   ["--no_compile", "--ensemble", "2", "--hand_shape", "--hand_frame",
+                                    "--mirror_left_handed"]],
                          ids=["simple", "full+ema", "compiled", "ensemble+hands"])
 def test_cuda_graph_replay_matches_eager(data, tmp_path, extra):
     data_dir, subset = data

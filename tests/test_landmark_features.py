@@ -218,11 +218,11 @@ def test_real_wlasl_ahmed_pose_bug_does_not_break_centre():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
-    x = torch.stack([synthetic_clip(seed=s, pose=s != 1) for s in range(3)])
+    x = torch.stack([synthetic_clip(seed=s, pose=s != 1, right=s != 0) for s in range(3)])   # clip 0: left-handed
     m = torch.ones(3, x.shape[1], dtype=torch.bool)
     m[2, 5:] = False
-    cpu = make_landmark_features(x, m, True, hand_shape=True, hand_frame=True)
-    gpu = make_landmark_features(x.cuda(), m.cuda(), True, hand_shape=True, hand_frame=True)
+    cpu = make_landmark_features(x, m, True, hand_shape=True, hand_frame=True, mirror_left_handed=True)
+    gpu = make_landmark_features(x.cuda(), m.cuda(), True, hand_shape=True, hand_frame=True, mirror_left_handed=True)
     assert gpu.device.type == "cuda"
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-5)
 
@@ -365,3 +365,59 @@ def test_hand_frame_of_an_unseen_hand_is_zero_and_the_flag_is_kept_in_the_state(
     older = {k: v for k, v in prepare.state().items() if k != "hand_frame"}    # a checkpoint from before the flag
     older.update(mean=mean[:NORMALIZED_DIM + 50], std=std[:NORMALIZED_DIM + 50])
     assert LandmarkPreprocessor.from_state(older)(clip[None], mask).shape[-1] == NORMALIZED_DIM + 50
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --mirror_left_handed: a clip signed with the left hand becomes its right-handed mirror image
+
+def with_hands(clip, left_frames, right_frames):
+    """The clip with its left hand seen in the first left_frames frames only, its right hand in right_frames."""
+    out = clip.clone()
+    out[left_frames:, 0:63] = 0
+    out[right_frames:, 63:126] = 0
+    return out
+
+
+def test_mirror_left_handed_turns_a_left_handed_clip_into_its_right_handed_twin():
+    from hybrid_asl.landmarks import left_handed, mirror_landmarks
+    right = synthetic_clip(T=12, left=False)[None]                     # a one-handed sign, right hand
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    left = mirror_landmarks(right, mask)                               # the same sign, left hand: a mirror image
+    assert (left[..., 63:126] == 0).all() and (left[..., 0:63] != 0).any()
+    for normalize in (True, False):
+        on = lambda c: make_landmark_features(c, mask, normalize, hand_shape=normalize,  # noqa: E731
+                                              mirror_left_handed=True)
+        assert torch.allclose(on(left), on(right), atol=1e-5)        # the left-handed clip now reads as the right
+        assert torch.equal(on(right), make_landmark_features(right, mask, normalize, hand_shape=normalize))
+        assert not torch.allclose(make_landmark_features(left, mask, normalize),
+                                  make_landmark_features(right, mask, normalize), atol=1e-2)   # off: they differ
+
+    both = synthetic_clip(T=12)
+    cases = {(12, 12): False, (12, 6): False, (12, 5): True, (3, 0): True, (0, 0): False, (0, 12): False}
+    clips = torch.stack([with_hands(both, lf, rf) for lf, rf in cases])
+    assert left_handed(clips, torch.ones(len(cases), 12, dtype=torch.bool)).tolist() == list(cases.values())
+    # only real frames count: a left hand seen in the padding is no left hand
+    padded = torch.ones(1, 12, dtype=torch.bool)
+    padded[0, 4:] = False
+    assert not left_handed(with_hands(both, 12, 2)[None], padded).item()
+    assert left_handed(with_hands(both, 12, 2)[None], torch.ones(1, 12, dtype=torch.bool)).item()
+    # a two-handed clip is left as it is
+    assert torch.equal(make_landmark_features(both[None], mask, mirror_left_handed=True),
+                       make_landmark_features(both[None], mask))
+
+
+def test_mirror_left_handed_is_in_the_statistics_and_the_state():
+    from hybrid_asl.landmarks import LandmarkPreprocessor, mirror_landmarks
+    right = torch.stack([synthetic_clip(T=12, seed=s, left=False) for s in range(3)])
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    left = mirror_landmarks(right, mask)
+    lengths = [12, 12, 12]
+    on = channel_statistics(left, lengths, mirror_left_handed=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(on, channel_statistics(right, lengths)))
+    assert not torch.allclose(channel_statistics(left, lengths)[0], on[0], atol=1e-2)
+    prepare = LandmarkPreprocessor(True, *on, mirror_left_handed=True)
+    again = LandmarkPreprocessor.from_state(prepare.state())
+    assert again.mirror_left_handed and torch.equal(again(left, mask), prepare(left, mask))
+    older = {k: v for k, v in prepare.state().items() if k != "mirror_left_handed"}   # from before the flag
+    assert not LandmarkPreprocessor.from_state(older).mirror_left_handed
+    assert LandmarkPreprocessor(False, mirror_left_handed=True).state()["mirror_left_handed"]   # raw input too

@@ -116,8 +116,8 @@ VARIANTS = {  # together: every model, modality, fusion, positional encoding and
     "simple-landmarks-raw-legacy-pe": ["--modality", "landmarks", "--no_landmark_norm", "--legacy_pos_encoding"],
     "full-hybrid": ["--model", "full", "--modality", "hybrid"],
     "full-hybrid-legacy-pe-ema-501-classes": ["--model", "full", "--modality", "hybrid", "--legacy_pos_encoding"],
-    "simple-landmarks-ensemble-hand-shape-frame": ["--modality", "landmarks", "--ensemble", "2", "--hand_shape",
-                                                   "--hand_frame"],
+    "simple-landmarks-ensemble-hand-shape-frame-mirror": ["--modality", "landmarks", "--ensemble", "2", "--hand_shape",
+                                                          "--hand_frame", "--mirror_left_handed"],
 }
 
 
@@ -150,7 +150,7 @@ def test_every_model_exports_with_parity_and_metadata(name, tmp_path):
     else:
         landmarks = stored["preprocessing"]["landmarks"]
         assert landmarks["normalize"] == ("raw" not in name) and landmarks["hand_shape"] == ("hand-shape" in name)
-        assert landmarks["hand_frame"] == ("frame" in name)
+        assert landmarks["hand_frame"] == ("frame" in name) and landmarks["mirror_left_handed"] == ("mirror" in name)
         assert landmarks["channels"] == (162 if "raw" in name else 641 if "hand-shape" in name else 453)
         assert landmarks["standardized"] == (state["mean"] is not None)
         if state["mean"] is not None:

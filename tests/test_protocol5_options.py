@@ -5,10 +5,10 @@ import sys
 import torch
 
 from helpers import ROOT
-from hybrid_asl.augment import mirror_landmarks, mix_clips
+from hybrid_asl.augment import mix_clips
 from hybrid_asl.batches import Batch
 from hybrid_asl.engine import inference_logits, weighted_loss
-from hybrid_asl.landmarks import LandmarkPreprocessor
+from hybrid_asl.landmarks import LandmarkPreprocessor, mirror_landmarks
 from hybrid_asl_model_simple import SimpleHybridASLModel
 
 
@@ -80,7 +80,8 @@ def test_option_combinations_that_cannot_work_are_refused_in_one_line():
     for flags, named in ((["--modality", "gemma", "--tta_flip"], "--tta_flip"),
                          (["--model", "full", "--encoder", "conv"], "--encoder conv"),
                          (["--modality", "landmarks", "--hand_shape", "--no_landmark_norm"], "--hand_shape"),
-                         (["--modality", "gemma", "--hand_frame"], "--hand_frame")):
+                         (["--modality", "gemma", "--hand_frame"], "--hand_frame"),
+                         (["--modality", "gemma", "--mirror_left_handed"], "--mirror_left_handed")):
         done = subprocess.run([sys.executable, str(ROOT / "train_simple.py"), *flags], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert named in done.stderr.strip().splitlines()[-1]
