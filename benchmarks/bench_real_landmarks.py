@@ -12,6 +12,7 @@
     python bench_real_landmarks.py --protocol8 selection --jobs 9   # Protocol 8: hand-shape channels (--hand_shape)
     python bench_real_landmarks.py --protocol9 selection --jobs 12  # Protocol 9: hands in their own frames, 5 models
     python bench_real_landmarks.py --protocol10 selection --jobs 12  # Protocol 10: left-handed clips, missing hands
+    python bench_real_landmarks.py --protocol11 selection --jobs 12  # Protocol 11: left-handed clips with the runners-up
     python bench_real_landmarks.py --protocol4_pack .bench/union112.npz   # the clips Protocol 4 uses, float16, for a
                                                                           # machine without ../shared (--union_file)
 
@@ -418,12 +419,23 @@ P10_CANDIDATES = {  # Protocol 10 (BENCHMARKS.md, written down before its runs):
     "handdrop": ["--aug_hand_drop_p", "0.3"],
     "lefthand+handdrop": ["--mirror_left_handed", "--aug_hand_drop_p", "0.3"],
 }
-P10_ADOPTED = None  # not run yet
+P10_ADOPTED = None  # Protocol 10 adopted no candidate (BENCHMARKS.md: lefthand +1.5 points on val, the rule asks for 2)
+P11_CANDIDATES = {  # Protocol 11 (BENCHMARKS.md, written down before its runs): flags added to today's defaults;
+    # default and lefthand are Protocol 10's runs (copy its selection_runs.jsonl into --out first)
+    "default": [],
+    "lefthand": ["--mirror_left_handed"],
+    "lefthand+frame": ["--mirror_left_handed", "--hand_frame"],
+    "lefthand+l4": ["--mirror_left_handed", "--num_layers", "4"],
+    "lefthand+mixup": ["--mirror_left_handed", "--mixup", "0.5"],
+    "lefthand+ens5": ["--mirror_left_handed", "--ensemble", "5"],
+}
+P11_ADOPTED = None  # not run yet
 # Protocols after 4: number -> (candidates, the adopted one or None, what its claim runs beside the adopted one:
 # Protocols 5 and 7 compare with Protocol 4's claim of today's defaults, Protocol 6 runs them again)
 LATER_PROTOCOLS = {5: (P5_CANDIDATES, P5_ADOPTED, ()), 6: (P6_CANDIDATES, P6_ADOPTED, ("default",)),
                    7: (P7_CANDIDATES, P7_ADOPTED, ()), 8: (P8_CANDIDATES, P8_ADOPTED, ()),
-                   9: (P9_CANDIDATES, P9_ADOPTED, ()), 10: (P10_CANDIDATES, P10_ADOPTED, ())}
+                   9: (P9_CANDIDATES, P9_ADOPTED, ()), 10: (P10_CANDIDATES, P10_ADOPTED, ()),
+                   11: (P11_CANDIDATES, P11_ADOPTED, ())}
 P4_FLAGS = ["--modality", "landmarks", "--no_compile", "--no_cache"]  # the CLI's defaults otherwise
 
 
