@@ -52,7 +52,8 @@ SCHEDULE_KEYS = ("lr", "warmup_epochs", "min_lr_ratio", "batch_size", "weight_de
 # need thousands of optimizer steps, and landmarks alone can keep every frame of a clip (they are cheap).
 DEFAULT_EPOCHS, MIN_STEPS = 50, 4000
 # Protocol 8 chose these for landmarks alone (+4.2 points on val, +9.8 over the ridge on test at k = 5): an ensemble
-# of 3 on hand-shape channels. The streams with Gemma features keep one model without them (3x nslt_1000's cost).
+# of 3 on hand-shape channels; Protocol 11 added hand-frame channels and left-handed clips mirrored (+2.5 on val).
+# The streams with Gemma features keep one model without them (3x nslt_1000's cost; Gemma frames are not mirrored).
 LANDMARK_ENSEMBLE = 3
 # last.pt is written about this many times per run at most: on a small split an epoch takes less time than writing
 # the checkpoint (0.2 s for 83 MB), and a 223-epoch run spent more time saving than training (BENCHMARKS.md)
@@ -107,13 +108,19 @@ def build_parser():
                         "(default: on for --modality landmarks, off with Gemma features)")
     g.add_argument("--no_hand_shape", dest="hand_shape", action="store_false", default=None,
                    help="without the hand-shape channels (the landmark input of runs before 2026-12-04)")
-    g.add_argument("--hand_frame", action="store_true",
+    g.add_argument("--hand_frame", dest="hand_frame", action="store_true", default=None,
                    help="138 more landmark channels: each hand's points in the hand's own frame (the same whatever its "
-                        "rotation, position and size) and its orientation (pointing direction, palm normal)")
-    g.add_argument("--mirror_left_handed", action="store_true",
+                        "rotation, position and size) and its orientation (pointing direction, palm normal) "
+                        "(default: on for --modality landmarks, off with Gemma features)")
+    g.add_argument("--no_hand_frame", dest="hand_frame", action="store_false", default=None,
+                   help="without the hand-frame channels (the landmark input of runs before 2026-12-05)")
+    g.add_argument("--mirror_left_handed", dest="mirror_left_handed", action="store_true", default=None,
                    help="mirror every clip whose left hand is seen in more than twice as many frames as its right "
                         "hand, in training and at inference, so that a sign made with the left hand alone looks like "
-                        "the same sign made with the right")
+                        "the same sign made with the right (default: on for --modality landmarks, off with Gemma "
+                        "features)")
+    g.add_argument("--no_mirror_left_handed", dest="mirror_left_handed", action="store_false", default=None,
+                   help="leave left-handed clips as they are (runs before 2026-12-05)")
     g.add_argument("--no_landmark_standardize", action="store_true",
                    help="do not standardize the normalized landmark channels with the training split's mean and std "
                         "(raw coordinates, --no_landmark_norm, are never standardized)")
@@ -213,8 +220,11 @@ def settings(argv):
         args.augment = default_preset(args.modality)
     if args.ensemble is None:
         args.ensemble = LANDMARK_ENSEMBLE if args.modality == "landmarks" else 1
-    if args.hand_shape is None:
-        args.hand_shape = args.modality == "landmarks" and not args.no_landmark_norm
+    for flag in HAND_FLAGS:  # channels of the normalized landmarks: off with --no_landmark_norm
+        if getattr(args, flag) is None:
+            setattr(args, flag, args.modality == "landmarks" and not args.no_landmark_norm)
+    if args.mirror_left_handed is None:
+        args.mirror_left_handed = args.modality == "landmarks"
     if args.model == "full" and args.modality != "hybrid":
         parser.error("--model full fuses both streams; use --modality hybrid (or --model simple)")
     if args.model == "full" and args.encoder != "transformer":

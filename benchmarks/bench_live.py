@@ -6,7 +6,8 @@ bench_live.py - live recognition speed on this machine (a benchmark, not a test)
     python benchmarks/bench_live.py --torch --hop 1 2          # the checkpoint (torch) backend too
 
 Landmark-only models of three sizes, as train_simple.py builds them for --modality landmarks by default (an ensemble
-of 3 on the 503 channels with hand shapes; --ensemble 1 --no_hand_shape: one model on 453 channels), with random
+of 3 on the 641 channels with hand shapes and hand frames, left-handed clips mirrored; --ensemble 1 --no_hand_shape
+--no_hand_frame --no_mirror_left_handed: one model on 453 channels, as before 2026-12-04), with random
 weights (speed does not depend on them), are written as checkpoints, exported with hybrid_asl.onnx_export, and run
 through hybrid_asl.live.run_stream as fast as possible (predict.py --stream --fast), with the model on 1 thread (the
 live default: MediaPipe needs the other cores).
@@ -39,17 +40,18 @@ SIZES = {"demo size (hidden 128, 4 heads, 10 classes)": (128, 4, 10),
          "nslt_2000 size (hidden 512, 8 heads, 2000 classes)": (512, 8, 2000)}
 
 
-def make_models(folder, num_frames, members, hand_shape):
-    """{size: (checkpoint, .onnx)}: landmark-only models as train_simple.py writes them (standardized channels)."""
+def make_models(folder, num_frames, members, options):
+    """{size: (checkpoint, .onnx)}: landmark-only models as train_simple.py writes them (standardized channels);
+    options: the preprocessor's PREPARE_FLAGS."""
     out = {}
-    channels = landmark_feature_dim(True, hand_shape)
+    channels = landmark_feature_dim(True, options["hand_shape"], options["hand_frame"])
     for k, (name, (hidden, heads, classes)) in enumerate(SIZES.items()):
         config = dict(model="simple", num_classes=classes, gemma_feature_dim=None, hidden_dim=hidden, dropout=0.5,
                       landmark_dim=channels, num_layers=2, num_heads=heads, encoder_dropout=0.1,
                       use_sinusoidal_pos=True, drop_path=0.1, max_len=512, fusion_type="concat", modality="landmarks",
                       members=members)
         torch.manual_seed(k)
-        prepare = LandmarkPreprocessor(True, torch.zeros(channels), torch.ones(channels), hand_shape)
+        prepare = LandmarkPreprocessor(True, torch.zeros(channels), torch.ones(channels), **options)
         args = dict(modality="landmarks", num_frames=num_frames, model="simple")
         path = Path(folder) / f"m{k}.pt"
         save_checkpoint({"format": CHECKPOINT_FORMAT, "model_config": config,
@@ -78,7 +80,10 @@ def main():
     p.add_argument("--num_frames", type=int, default=64,
                    help="frames per decision (train_simple.py's default for landmarks alone: 64; 16 before)")
     p.add_argument("--ensemble", type=int, default=3, help="members (train_simple.py's default for landmarks alone)")
-    p.add_argument("--no_hand_shape", action="store_true", help="453 channels instead of 503 (before 2026-12-04)")
+    p.add_argument("--no_hand_shape", action="store_true", help="without the 50 hand-shape channels (before 2026-12-04)")
+    p.add_argument("--no_hand_frame", action="store_true", help="without the 138 hand-frame channels (before 2026-12-05)")
+    p.add_argument("--no_mirror_left_handed", action="store_true", help="no mirroring of left-handed clips (before "
+                   "2026-12-05)")
     cli = p.parse_args()
     missing = [v for v in cli.videos if not os.path.isfile(v)]
     if missing:
@@ -87,9 +92,12 @@ def main():
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start; torch {torch.__version__}; "
           f"{time.strftime('%Y-%m-%d')}; videos: {', '.join(Path(v).name for v in cli.videos)}; "
           f"{cli.num_frames} frames per decision; ensemble of {cli.ensemble}, "
-          f"{landmark_feature_dim(True, not cli.no_hand_shape)} channels")
+          f"{landmark_feature_dim(True, not cli.no_hand_shape, not cli.no_hand_frame)} channels"
+          f"{'' if cli.no_mirror_left_handed else ', left-handed clips mirrored'}")
     with tempfile.TemporaryDirectory() as folder:
-        models = make_models(folder, cli.num_frames, cli.ensemble, not cli.no_hand_shape)
+        options = dict(hand_shape=not cli.no_hand_shape, hand_frame=not cli.no_hand_frame,
+                       mirror_left_handed=not cli.no_mirror_left_handed)
+        models = make_models(folder, cli.num_frames, cli.ensemble, options)
         print("| model | backend | hop | end-to-end frames/s | MediaPipe ms/frame | model ms/decision | model share |")
         print("|---|---|---:|---:|---:|---:|---:|")
         for name, (checkpoint, onnx_path) in models.items():

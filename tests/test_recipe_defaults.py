@@ -1,6 +1,7 @@
-"""The defaults Protocols 4 and 8 adopted (BENCHMARKS.md): landmark frames independent of the visual frames, a training
-length in optimizer steps for small splits (explicit --epochs wins), strong augmentation, hand-shape channels and an
-ensemble of 3 for landmarks alone; and runs saved before these flags resume as they were trained."""
+"""The defaults Protocols 4, 8 and 11 adopted (BENCHMARKS.md): landmark frames independent of the visual frames, a
+training length in optimizer steps for small splits (explicit --epochs wins), strong augmentation, hand-shape and
+hand-frame channels, left-handed clips mirrored and an ensemble of 3 for landmarks alone; and runs saved before these
+flags resume as they were trained."""
 import json
 import subprocess
 import sys
@@ -51,14 +52,33 @@ def test_landmarks_keep_more_frames_and_stronger_augmentation_than_the_visual_st
     assert (hy["num_frames"], hy["landmark_frames"], hy["augment"]) == (16, 16, "light")
     assert (nf["num_frames"], nf["landmark_frames"]) == (24, 24)  # --num_frames given: the landmark stream follows
     assert (lf["num_frames"], lf["augment"]) == (12, "none")
-    assert (lm["ensemble"], lm["hand_shape"], hy["ensemble"], hy["hand_shape"]) == (3, True, 1, False)
+    flags = ("ensemble", "hand_shape", "hand_frame", "mirror_left_handed")
+    assert [lm[k] for k in flags] == [3, True, True, True] and [hy[k] for k in flags] == [1, False, False, False]
     # the model is built for the frames and channels kept: its checkpoint records them
     landmarks_only, hybrid = (torch.load(tmp_path / name / "best.pt", weights_only=True) for name in ("lm", "hy"))
     assert landmarks_only["args"]["num_frames"] == 64
     assert landmarks_only["model_config"]["members"] == 3 and hybrid["model_config"]["members"] == 1
-    assert landmarks_only["landmark_normalization"]["hand_shape"] and landmarks_only["model_config"]["landmark_dim"] \
-        == landmarks_only["landmark_normalization"]["mean"].numel() == 503
-    assert not hybrid["landmark_normalization"]["hand_shape"] and hybrid["model_config"]["landmark_dim"] == 453
+    prepare = landmarks_only["landmark_normalization"]
+    assert prepare["hand_shape"] and prepare["hand_frame"] and prepare["mirror_left_handed"]
+    assert landmarks_only["model_config"]["landmark_dim"] == prepare["mean"].numel() == 453 + 50 + 138
+    assert not any(hybrid["landmark_normalization"][k] for k in ("hand_shape", "hand_frame", "mirror_left_handed"))
+    assert hybrid["model_config"]["landmark_dim"] == 453
+
+
+def test_each_landmark_default_can_be_turned_off(data, tmp_path):
+    data_dir, subset = data
+    out = tmp_path / "off"
+    assert train_main(["--data_dir", data_dir, "--subset", subset, "--modality", "landmarks", "--epochs", "1",
+                       "--no_hand_frame", "--no_mirror_left_handed", *TINY, "--output_dir", out]) == 0
+    args = run_args(out)
+    assert (args["hand_shape"], args["hand_frame"], args["mirror_left_handed"]) == (True, False, False)
+    prepare = torch.load(out / "best.pt", weights_only=True)["landmark_normalization"]
+    assert prepare["mean"].numel() == 503 and not prepare["hand_frame"] and not prepare["mirror_left_handed"]
+    out = tmp_path / "raw"  # raw coordinates have no hand channels, and left-handed clips are still mirrored
+    assert train_main(["--data_dir", data_dir, "--subset", subset, "--modality", "landmarks", "--epochs", "1",
+                       "--no_landmark_norm", *TINY, "--output_dir", out]) == 0
+    args = run_args(out)
+    assert (args["hand_shape"], args["hand_frame"], args["mirror_left_handed"]) == (False, False, True)
 
 
 def test_a_small_split_trains_enough_steps_unless_epochs_is_given(data, tmp_path):
@@ -85,22 +105,25 @@ def test_hybrid_refuses_landmark_frames_unlike_num_frames(data, tmp_path):
 
 
 def test_a_run_saved_before_these_flags_resumes_as_it_was_trained(data, tmp_path):
-    """A last.pt of an older version has no landmark_frames, min_steps, ensemble or hand_shape, and a
-    modality-dependent augment: it resumes with its own frames, epochs, preset, one model and its 453 channels, not
-    today's defaults."""
+    """A last.pt of an older version has no landmark_frames, min_steps, ensemble, hand_shape, hand_frame or
+    mirror_left_handed, and a modality-dependent augment: it resumes with its own frames, epochs, preset, one model,
+    its 453 channels and no mirroring, not today's defaults."""
     data_dir, subset = data
     out = tmp_path / "old"
     assert train_main(["--data_dir", data_dir, "--subset", subset, "--modality", "landmarks", "--num_frames", "16",
-                       "--augment", "light", "--epochs", "1", "--ensemble", "1", "--no_hand_shape", *TINY,
+                       "--augment", "light", "--epochs", "1", "--ensemble", "1", "--no_hand_shape", "--no_hand_frame",
+                       "--no_mirror_left_handed", *TINY,
                        "--output_dir", out]) == 0
     checkpoint = torch.load(out / "last.pt", weights_only=True)
-    del checkpoint["model_config"]["members"], checkpoint["landmark_normalization"]["hand_shape"]
-    for key in ("landmark_frames", "min_steps", "ensemble", "hand_shape"):
+    del checkpoint["model_config"]["members"]
+    for key in ("hand_shape", "hand_frame", "mirror_left_handed"):
+        del checkpoint["landmark_normalization"][key]
+    for key in ("landmark_frames", "min_steps", "ensemble", "hand_shape", "hand_frame", "mirror_left_handed"):
         del checkpoint["args"][key]
     torch.save(checkpoint, out / "last.pt")
     assert train_main(["--resume", out / "last.pt", "--epochs", "2"]) == 0
     resumed = run_args(out)
     assert (resumed["num_frames"], resumed["landmark_frames"], resumed["min_steps"]) == (16, 16, 0)
     assert resumed["augment"] == "light" and resumed["epochs"] == 2
-    assert (resumed["ensemble"], resumed["hand_shape"]) == (1, False)
+    assert [resumed[k] for k in ("ensemble", "hand_shape", "hand_frame", "mirror_left_handed")] == [1, False, False, False]
     assert len((out / "summary.csv").read_text().splitlines()) == 1 + 2
