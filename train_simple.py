@@ -34,7 +34,7 @@ from hybrid_asl.cli import (HelpFormatter, Refused, Terminated, exit_code, expli
 from hybrid_asl.engine import EMA, build_steps, evaluate, uses_bf16
 from hybrid_asl.errors import DataError
 from hybrid_asl.files import atomic_write_bytes, check_output_path, make_folder, quote, write_json
-from hybrid_asl.landmarks import HAND_FLAGS, PREPARE_FLAGS, landmark_preprocessor
+from hybrid_asl.landmarks import HAND_FLAGS, PREPARE_FLAGS, landmark_preprocessor, left_handed_count
 from hybrid_asl.packing import load_run_data
 from hybrid_asl.recipe import (build_model, compute_class_weights, get_cosine_schedule_with_warmup,
                                model_config, model_memory_check, verify_feature_dimensions)  # noqa: F401 (seed API)
@@ -343,6 +343,11 @@ def train(argv, cleanup, log):
     torch.manual_seed(args.seed)
     model = build_model(config).to(device)
     prepare = None if args.modality == "gemma" else landmark_preprocessor(args, splits["train"], resume).to(device)
+    if prepare is not None:
+        train = splits["train"]
+        mirrored = left_handed_count(train.landmarks, train.lengths) if prepare.mirror_left_handed else None
+        print(f"landmarks: {prepare.describe()}" + (f"; left-handed clips mirrored: {mirrored} of {len(train.labels)} "
+                                                     "training clips" if mirrored is not None else ""))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases and norms are not decayed
     bf16 = uses_bf16(device)
@@ -366,7 +371,8 @@ def train(argv, cleanup, log):
     class_weights = (compute_class_weights(splits["train"].labels, num_classes) if args.use_class_weights
                      else torch.ones(num_classes)).to(device)
     ema = EMA(model, args.ema_decay) if args.ema else None
-    print(f"model: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) on {device}"
+    print(f"model: {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+          f"{f', an ensemble of {args.ensemble}' if args.ensemble > 1 else ''}) on {device}"
           + (f", {'bf16' if bf16 else 'fp16'} autocast, CUDA graphs {'on' if use_graphs else 'off'}, "
              f"on the GPU: {', '.join(k for k, v in on_device.items() if v) or 'none'}" if device.type == "cuda"
              else ""))

@@ -266,6 +266,20 @@ def make_landmark_features(landmarks, mask, normalize: bool = True, hand_shape: 
     return torch.cat(parts, dim=-1) * mask[..., None]
 
 
+def _packed_chunks(landmarks, lengths, chunk):
+    """(x (b,T,162) float, mask (b,T)) over a packed split's landmarks (N,T,162) (numpy or torch) and lengths (N,)."""
+    for start in range(0, len(landmarks), chunk):
+        x = torch.as_tensor(np.array(landmarks[start:start + chunk], dtype=np.float32)
+                            if isinstance(landmarks, np.ndarray) else landmarks[start:start + chunk]).float()
+        n = torch.as_tensor(np.array(lengths[start:start + chunk], dtype=np.int64), device=x.device)
+        yield x, torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
+
+
+def left_handed_count(landmarks, lengths, chunk=1024):
+    """How many clips of a packed split --mirror_left_handed mirrors (for the run's log)."""
+    return sum(int(left_handed(x, mask).sum()) for x, mask in _packed_chunks(landmarks, lengths, chunk))
+
+
 def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shape=False, hand_frame=False,
                        mirror_left_handed=False):
     """Mean and std (C,) of each model input channel over the real frames of a packed split: landmarks (N,T,162)
@@ -276,11 +290,7 @@ def channel_statistics(landmarks, lengths, normalize=True, chunk=1024, hand_shap
     that is (nearly) constant in training, e.g. a hand never detected, is not blown up when it moves at test time.
     """
     total, total_sq, count = 0.0, 0.0, 0
-    for start in range(0, len(landmarks), chunk):
-        x = torch.as_tensor(np.array(landmarks[start:start + chunk], dtype=np.float32)
-                            if isinstance(landmarks, np.ndarray) else landmarks[start:start + chunk]).float()
-        n = torch.as_tensor(np.array(lengths[start:start + chunk], dtype=np.int64), device=x.device)
-        mask = torch.arange(x.shape[1], device=x.device)[None] < n[:, None]
+    for x, mask in _packed_chunks(landmarks, lengths, chunk):
         f = make_landmark_features(x, mask, normalize, hand_shape, hand_frame, mirror_left_handed)[mask]  # real frames
         f = f[(f.abs() <= MAX_SANE).all(dim=1)].double()                       # NaN fails the test too
         total, total_sq, count = total + f.sum(0), total_sq + (f * f).sum(0), count + len(f)
@@ -316,6 +326,12 @@ class LandmarkPreprocessor(nn.Module):
     def forward(self, landmarks, mask):
         x = make_landmark_features(landmarks, mask, self.normalize, **self.options())
         return (x - self.mean) / self.std if self.standardize else x
+
+    def describe(self):
+        """One line for a run's log: what the model's landmark input is."""
+        kinds = (["shoulder-normalized", "standardized" * self.standardize, "hand shapes" * self.hand_shape,
+                  "hand frames" * self.hand_frame] if self.normalize else ["raw coordinates"])
+        return f"{self.mean.numel()} channels per frame ({', '.join(k for k in kinds if k)})"
 
     def options(self):
         """{flag: bool} of PREPARE_FLAGS, as this preprocessor applies them."""

@@ -421,3 +421,21 @@ def test_mirror_left_handed_is_in_the_statistics_and_the_state():
     older = {k: v for k, v in prepare.state().items() if k != "mirror_left_handed"}   # from before the flag
     assert not LandmarkPreprocessor.from_state(older).mirror_left_handed
     assert LandmarkPreprocessor(False, mirror_left_handed=True).state()["mirror_left_handed"]   # raw input too
+
+
+def test_the_count_of_mirrored_training_clips_reads_real_frames_of_a_packed_split():
+    """The run's log says how many training clips --mirror_left_handed mirrors: counted over a packed (numpy, padded)
+    split in chunks, real frames only."""
+    from hybrid_asl.landmarks import LandmarkPreprocessor, left_handed_count
+    both = synthetic_clip(T=12)
+    # left-handed: left seen in 12 frames, right in 0 / 5; two-handed; and a left hand that is only in the padding
+    packed = torch.stack([with_hands(both, 12, 0), with_hands(both, 12, 5), both, with_hands(both, 12, 0)]).numpy()
+    lengths = np.array([12, 12, 12, 12])
+    assert left_handed_count(packed, lengths, chunk=3) == 3
+    packed[3, :, 63:126] = 0
+    packed[3, :4, 0:63] = 0                                       # left hand from frame 4 on, right hand never
+    assert left_handed_count(packed, np.array([12, 12, 12, 4]), chunk=2) == 2   # 4 real frames: no hand seen
+    assert left_handed_count(packed, lengths, chunk=2) == 3
+    line = LandmarkPreprocessor(True, torch.zeros(641), torch.ones(641), True, True, True).describe()
+    assert line == "641 channels per frame (shoulder-normalized, standardized, hand shapes, hand frames)"
+    assert LandmarkPreprocessor(False).describe() == "162 channels per frame (raw coordinates)"

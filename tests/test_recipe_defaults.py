@@ -63,6 +63,10 @@ def test_landmarks_keep_more_frames_and_stronger_augmentation_than_the_visual_st
     assert landmarks_only["model_config"]["landmark_dim"] == prepare["mean"].numel() == 453 + 50 + 138
     assert not any(hybrid["landmark_normalization"][k] for k in ("hand_shape", "hand_frame", "mirror_left_handed"))
     assert hybrid["model_config"]["landmark_dim"] == 453
+    log = (tmp_path / "lm" / "train.log").read_text()   # the run says what it does with the landmarks
+    assert "landmarks: 641 channels per frame (shoulder-normalized, standardized, hand shapes, hand frames); " \
+           "left-handed clips mirrored: " in log and ", an ensemble of 3) on cpu" in log
+    assert "mirrored" not in (tmp_path / "hy" / "train.log").read_text()
 
 
 def test_each_landmark_default_can_be_turned_off(data, tmp_path):
@@ -74,6 +78,8 @@ def test_each_landmark_default_can_be_turned_off(data, tmp_path):
     assert (args["hand_shape"], args["hand_frame"], args["mirror_left_handed"]) == (True, False, False)
     prepare = torch.load(out / "best.pt", weights_only=True)["landmark_normalization"]
     assert prepare["mean"].numel() == 503 and not prepare["hand_frame"] and not prepare["mirror_left_handed"]
+    assert "landmarks: 503 channels per frame (shoulder-normalized, standardized, hand shapes)\n" in \
+        (out / "train.log").read_text()
     out = tmp_path / "raw"  # raw coordinates have no hand channels, and left-handed clips are still mirrored
     assert train_main(["--data_dir", data_dir, "--subset", subset, "--modality", "landmarks", "--epochs", "1",
                        "--no_landmark_norm", *TINY, "--output_dir", out]) == 0
