@@ -88,15 +88,15 @@ def main():
     missing = [v for v in cli.videos if not os.path.isfile(v)]
     if missing:
         sys.exit(f"error: {missing[0]} not found (the default clips are in ../shared/data/videos)")
+    options = dict(hand_shape=not cli.no_hand_shape, hand_frame=not cli.no_hand_frame,
+                   mirror_left_handed=not cli.no_mirror_left_handed)  # the preprocessor's PREPARE_FLAGS
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start; torch {torch.__version__}; "
           f"{time.strftime('%Y-%m-%d')}; videos: {', '.join(Path(v).name for v in cli.videos)}; "
           f"{cli.num_frames} frames per decision; ensemble of {cli.ensemble}, "
-          f"{landmark_feature_dim(True, not cli.no_hand_shape, not cli.no_hand_frame)} channels"
-          f"{'' if cli.no_mirror_left_handed else ', left-handed clips mirrored'}")
+          f"{landmark_feature_dim(True, options['hand_shape'], options['hand_frame'])} channels"
+          f"{', left-handed clips mirrored' if options['mirror_left_handed'] else ''}")
     with tempfile.TemporaryDirectory() as folder:
-        options = dict(hand_shape=not cli.no_hand_shape, hand_frame=not cli.no_hand_frame,
-                       mirror_left_handed=not cli.no_mirror_left_handed)
         models = make_models(folder, cli.num_frames, cli.ensemble, options)
         print("| model | backend | hop | end-to-end frames/s | MediaPipe ms/frame | model ms/decision | model share |")
         print("|---|---|---:|---:|---:|---:|---:|")
