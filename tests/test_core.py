@@ -355,6 +355,9 @@ def test_ema_warms_up_and_resumes(data, tmp_path):
     assert ema.updates.item() == 1.0
     for e, p, p0 in zip(ema.params, model.parameters(), start):
         assert torch.allclose(e, p0 + 0.9 * (p.detach() - p0), atol=1e-6)
+    step(batch)
+    # the average stays outside autograd: a graph chained onto it would grow every step (and break graph capture)
+    assert not any(e.requires_grad or e.grad_fn is not None for e in ema.params)
     data_dir, subset = data
     out = tmp_path / "run"
     assert run_cli("--data_dir", data_dir, "--subset", subset, "--epochs", "1", "--ema", "--output_dir", out,
