@@ -93,8 +93,10 @@ class EMA:
         self.decay = decay
         self.updates = torch.zeros((), device=next(model.parameters()).device)
 
-    @torch.no_grad()  # else every update chains onto the autograd graph: memory grows each eager step, and the
-    def update(self, params, skipped):  # kept graph trips CUDA-graph capture (AccumulateGrad stream mismatch)
+    # no_grad: else each update chains onto the autograd graph, which grows every eager step and, kept alive, trips
+    # CUDA-graph capture (AccumulateGrad stream mismatch)
+    @torch.no_grad()
+    def update(self, params, skipped):
         # ema += (1 - decay) * (params - ema); foreach ops with a device scalar, so nothing waits for the host
         decay = torch.clamp((1.0 + self.updates) / (10.0 + self.updates), max=self.decay)
         rate = (1.0 - decay) * (1.0 - skipped)
