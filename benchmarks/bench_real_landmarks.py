@@ -15,6 +15,9 @@
     python bench_real_landmarks.py --protocol11 selection --jobs 12  # Protocol 11: left-handed clips with the runners-up
     python bench_real_landmarks.py --protocol4_pack .bench/union112.npz   # the clips Protocol 4 uses, float16, for a
                                                                           # machine without ../shared (--union_file)
+    python bench_real_landmarks.py --protocol4_pack .bench/union112_all.npz --pack_every_train_clip   # and for:
+    python bench_real_landmarks.py --protocol11 claim --ks all --seeds_of_claim 0 --union_file .bench/union112_all.npz
+                                  # the ceiling diagnostic: today's defaults trained on every training clip
 
 Each landmark set in ../shared/data/landmarks (real MediaPipe Holistic sequences, see NOTES.md there) is written
 into the WLASL layout (<out>/<set>/split<k>/data: split.json with "subset"/"action", {id}_landmarks.npy,
@@ -273,13 +276,16 @@ def main():
                             f"{', '.join(candidates)}")
     p.add_argument("--seeds_of_claim", nargs="+", type=int, choices=P4_SEEDS, default=None,
                    help="a claim's training seeds (default both: 0 1); a claim run in parts resumes where it stopped")
-    p.add_argument("--ks", nargs="+", type=int, choices=P4_KS, default=None,
-                   help="a claim's k values (default all: 3, 5, 10); a claim run in parts resumes where it stopped")
+    p.add_argument("--ks", nargs="+", type=k_value, default=None,
+                   help="a claim's k values: 3, 5, 10 (the default) or 'all' (every training clip of each class: the "
+                        "ceiling diagnostic); a claim run in parts resumes where it stopped")
     p.add_argument("--union_file", default=None, help="Protocol 4's clips from a --protocol4_pack file")
     p.add_argument("--protocol4_pack", default=None, metavar="NPZ", help="write Protocol 4's clips (float16) and exit")
+    p.add_argument("--pack_every_train_clip", action="store_true",
+                   help="with --protocol4_pack: also the training clips beyond k = 10 (what --ks all needs)")
     args = p.parse_args()
     if args.protocol4_pack:
-        protocol4_pack(args.protocol4_pack)
+        protocol4_pack(args.protocol4_pack, args.pack_every_train_clip)
         return 0
     if args.protocol4 or any(getattr(args, f"protocol{n}") for n in LATER_PROTOCOLS):
         return protocol4(args)
@@ -362,6 +368,20 @@ def main():
 
 UNION_SETS = ("bsl16", "isl13", "wlasl_small_fullvideo", "tsl39", "asl33")
 P4_SPLIT_SEEDS, P4_SEEDS, P4_KS, P4_VAL, P4_TEST, P4_FRAMES = (4001, 4002, 4003), (0, 1), (3, 5, 10), 2, 10, 64
+K_ALL = 10**9  # k = 'all': every training clip of a class (the ceiling diagnostic); no class has this many
+
+
+def k_value(text):
+    """--ks: one of P4_KS, or 'all' -> K_ALL."""
+    if text == "all":
+        return K_ALL
+    if text.isdigit() and int(text) in P4_KS:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(map(str, P4_KS))} or all")
+
+
+def k_name(k):
+    return "all" if k == K_ALL else str(k)
 _STRONG = ["--landmark_frames", "64", "--min_steps", "4000", "--augment", "strong"]
 P4_CANDIDATES = {  # name -> flags added to the CLI's defaults (written down in BENCHMARKS.md before the runs)
     "default": [],
@@ -484,10 +504,14 @@ def k_subset(subset, rank, k):
     return out
 
 
-def protocol4_data(union_file=None):
-    """(seqs, labels, classes, set_of, {split_seed: (subset, rank)}) from ../shared, or from a --protocol4_pack file."""
+def protocol4_data(union_file=None, every_train_clip=False):
+    """(seqs, labels, classes, set_of, {split_seed: (subset, rank)}) from ../shared, or from a --protocol4_pack file
+    (which must hold every training clip where every_train_clip: a pack of k <= 10 would silently give k = 10)."""
     if union_file:
         d = np.load(union_file, allow_pickle=False)
+        if every_train_clip and not ("every_train_clip" in d and bool(d["every_train_clip"])):
+            raise SystemExit(f"error: {union_file} holds only the training clips up to k = {max(P4_KS)}: --ks all needs "
+                             "a pack written with --protocol4_pack NPZ --pack_every_train_clip")
         frames = d["frames"]  # an NpzFile decompresses on every access: once
         seqs = [frames[o:o + n].astype(np.float32) for o, n in zip(d["offsets"], d["lengths"])]
         splits = {int(s): (d[f"subset_{s}"].astype(object), d[f"rank_{s}"]) for s in d["split_seeds"]}
@@ -496,18 +520,20 @@ def protocol4_data(union_file=None):
     return seqs, labels, classes, set_of, {s: union_split(labels, session, s) for s in P4_SPLIT_SEEDS}
 
 
-def protocol4_pack(path):
-    """Only the clips some split of Protocol 4 uses, float16 (the landmarks are image fractions; float16 keeps
-    them to about 3e-4), so that the benchmark travels to a machine without ../shared."""
+def protocol4_pack(path, every_train_clip=False):
+    """Only the clips some split of Protocol 4 uses (every_train_clip: also those beyond k = 10), float16 (the
+    landmarks are image fractions; float16 keeps them to about 3e-4), so that the benchmark travels to a machine
+    without ../shared."""
     seqs, labels, classes, set_of, splits = protocol4_data()
     used = np.zeros(len(labels), bool)
     for subset, rank in splits.values():
-        used |= (subset != "") | ((rank >= 0) & (rank < max(P4_KS)))
+        used |= (subset != "") | ((rank >= 0) & (every_train_clip | (rank < max(P4_KS))))
     keep = np.flatnonzero(used)
     lengths = np.array([len(seqs[i]) for i in keep])
     arrays = dict(frames=np.concatenate([seqs[i] for i in keep]).astype(np.float16), lengths=lengths,
                   offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]), labels=labels[keep],
-                  classes=np.array(classes), set_of=set_of[keep], split_seeds=np.array(list(splits)))
+                  classes=np.array(classes), set_of=set_of[keep], split_seeds=np.array(list(splits)),
+                  every_train_clip=np.array(every_train_clip))
     for seed, (subset, rank) in splits.items():
         arrays[f"subset_{seed}"], arrays[f"rank_{seed}"] = subset[keep].astype(str), rank[keep]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -570,26 +596,26 @@ def protocol4(args):
         stage, candidates = args.protocol4, P4_CANDIDATES
         names = args.configs or ([c for c in P4_CANDIDATES if c != "before"] if stage == "selection"
                                  else ["before", ADOPTED])
-    seqs, labels, classes, set_of, splits = protocol4_data(args.union_file)
     out = Path(args.out)
     ks, seeds = ((5,), (0,)) if stage == "selection" else (tuple(args.ks or P4_KS),
                                                            tuple(args.seeds_of_claim or P4_SEEDS))
+    seqs, labels, classes, set_of, splits = protocol4_data(args.union_file, K_ALL in ks)
     results = {"stage": stage, "candidates": {c: candidates[c] for c in names}, "flags": P4_FLAGS,
                "runs": [], "ridge": {}}
     jobs = []
     for split_seed, (base, rank) in splits.items():
         for k in ks:
             subset = k_subset(base, rank, k)
-            data_dir = out / f"split{split_seed}" / f"k{k}" / "data"
+            data_dir = out / f"split{split_seed}" / f"k{k_name(k)}" / "data"
             write_wlasl_layout(data_dir, seqs, labels, classes, subset, prefix="u")
             ridge = ridge_per_set(seqs, labels, subset, set_of)
-            results["ridge"][f"{split_seed}/k{k}"] = ridge
-            print(f"[split {split_seed} k={k}] train/val/test {sum(subset == 'train')}/{sum(subset == 'val')}/"
+            results["ridge"][f"{split_seed}/k{k_name(k)}"] = ridge
+            print(f"[split {split_seed} k={k_name(k)}] train/val/test {sum(subset == 'train')}/{sum(subset == 'val')}/"
                   f"{sum(subset == 'test')}: ridge val {ridge['val_top1']:.3f} test {ridge['test']['pooled']:.3f}",
                   flush=True)
             for name in names:
                 for seed in seeds:
-                    jobs.append((split_seed, k, name, seed, data_dir, out / f"split{split_seed}" / f"k{k}" /
+                    jobs.append((split_seed, k, name, seed, data_dir, out / f"split{split_seed}" / f"k{k_name(k)}" /
                                  f"{name}-s{seed}"))
 
     def run_job(job):
@@ -632,7 +658,7 @@ def protocol4(args):
             log.write(json.dumps(r) + "\n")
             log.flush()
             test = f" test {r['test']['pooled']:.3f}" if "test" in r else ""
-            print(f"[{n_done}/{len(jobs)}] split {r['split_seed']} k={r['k']} {r['config']:34s} seed {r['seed']}: "
+            print(f"[{n_done}/{len(jobs)}] split {r['split_seed']} k={k_name(r['k'])} {r['config']:34s} seed {r['seed']}: "
                   f"val {r['val_top1']:.3f}{test} (best epoch {r['best_epoch']}/{r['epochs']}, {r['seconds']:.0f}s)",
                   flush=True)
     results["runs"].sort(key=lambda r: (r["k"], r["config"], r["split_seed"], r["seed"]))
@@ -660,12 +686,12 @@ def protocol4_table(results):
     sets = ["pooled", *UNION_SETS]
     lines += ["| k | recipe | " + " | ".join(sets) + " | val | splits above ridge (pooled) |",
               "|---|---|" + "---|" * len(sets) + "---|---|"]
-    for k in P4_KS:
-        ridge = {key: v for key, v in results["ridge"].items() if key.endswith(f"/k{k}")}
+    for k in (*P4_KS, K_ALL):
+        ridge = {key: v for key, v in results["ridge"].items() if key.endswith(f"/k{k_name(k)}")}
         if not ridge:
             continue
         cells = [f"{mean([v['test'].get(s, np.nan) for v in ridge.values()]):.3f}" for s in sets]
-        lines.append(f"| {k} | ridge | " + " | ".join(cells) + f" | {mean([v['val_top1'] for v in ridge.values()]):.3f} | |")
+        lines.append(f"| {k_name(k)} | ridge | " + " | ".join(cells) + f" | {mean([v['val_top1'] for v in ridge.values()]):.3f} | |")
         for name in results["candidates"]:
             rs = [r for r in runs if r["config"] == name and r["k"] == k]
             if not rs:
@@ -673,7 +699,7 @@ def protocol4_table(results):
             cells = [f"{mean([r['test'].get(s, np.nan) for r in rs]):.3f}" for s in sets]
             above = sum(mean([r["test"]["pooled"] for r in rs if r["split_seed"] == int(key.split('/')[0])])
                         > v["test"]["pooled"] for key, v in ridge.items())
-            lines.append(f"| {k} | {name} | " + " | ".join(cells) +
+            lines.append(f"| {k_name(k)} | {name} | " + " | ".join(cells) +
                          f" | {mean([r['val_top1'] for r in rs]):.3f} | {above}/{len(ridge)} |")
     lines.append("\nTest top-1, mean over split seeds (and training seeds for the model); pooled = every test clip "
                  "of the 112 classes. Last column: splits on which the recipe's mean over training seeds beats the "

@@ -65,3 +65,25 @@ def test_a_protocol_without_an_adopted_candidate_runs_no_claim(tmp_path, monkeyp
                                          "--union_file", str(tmp_path / "absent.npz")])
         with pytest.raises(SystemExit, match=f"Protocol {n} adopted no candidate"):
             bench.main()
+
+
+def test_k_all_takes_every_training_clip_and_refuses_a_pack_that_stops_at_k10(tmp_path, monkeypatch):
+    """--ks all (the ceiling diagnostic) trains on every ranked clip, keeps val and test, and refuses a pack written
+    without --pack_every_train_clip, which would silently give k = 10."""
+    assert bench.k_value("all") == bench.K_ALL and bench.k_value("5") == 5 and bench.k_name(bench.K_ALL) == "all"
+    with pytest.raises(Exception, match="use one of 3, 5, 10 or all"):
+        bench.k_value("7")
+    subset = np.array(["val", "test", "", "", ""], dtype=object)
+    rank = np.array([-1, -1, 0, 11, 40])
+    assert list(bench.k_subset(subset, rank, 10)) == ["val", "test", "train", None, None]
+    assert list(bench.k_subset(subset, rank, bench.K_ALL)) == ["val", "test", "train", "train", "train"]
+
+    old = tmp_path / "k10.npz"
+    np.savez(old, frames=np.zeros((2, 162), np.float16), lengths=np.array([1, 1]), offsets=np.array([0, 1]),
+             labels=np.array([0, 1]), classes=np.array(["a:x", "b:y"]), set_of=np.array(["a", "b"]),
+             split_seeds=np.array([1]), subset_1=np.array(["val", "test"]), rank_1=np.array([-1, -1]))
+    assert len(bench.protocol4_data(str(old))[0]) == 2                  # fine for k = 3, 5, 10
+    with pytest.raises(SystemExit, match="--pack_every_train_clip"):
+        bench.protocol4_data(str(old), every_train_clip=True)
+    np.savez(tmp_path / "all.npz", **dict(np.load(old)), every_train_clip=np.array(True))
+    assert len(bench.protocol4_data(str(tmp_path / "all.npz"), every_train_clip=True)[0]) == 2
