@@ -382,6 +382,8 @@ def k_value(text):
 
 def k_name(k):
     return "all" if k == K_ALL else str(k)
+
+
 _STRONG = ["--landmark_frames", "64", "--min_steps", "4000", "--augment", "strong"]
 P4_CANDIDATES = {  # name -> flags added to the CLI's defaults (written down in BENCHMARKS.md before the runs)
     "default": [],
@@ -510,8 +512,8 @@ def protocol4_data(union_file=None, every_train_clip=False):
     if union_file:
         d = np.load(union_file, allow_pickle=False)
         if every_train_clip and not ("every_train_clip" in d and bool(d["every_train_clip"])):
-            raise SystemExit(f"error: {union_file} holds only the training clips up to k = {max(P4_KS)}: --ks all needs "
-                             "a pack written with --protocol4_pack NPZ --pack_every_train_clip")
+            raise SystemExit(f"error: {union_file} holds only the training clips up to k = {max(P4_KS)}: --ks all "
+                             "needs a pack written with --protocol4_pack NPZ --pack_every_train_clip")
         frames = d["frames"]  # an NpzFile decompresses on every access: once
         seqs = [frames[o:o + n].astype(np.float32) for o, n in zip(d["offsets"], d["lengths"])]
         splits = {int(s): (d[f"subset_{s}"].astype(object), d[f"rank_{s}"]) for s in d["split_seeds"]}
@@ -610,8 +612,9 @@ def protocol4(args):
             write_wlasl_layout(data_dir, seqs, labels, classes, subset, prefix="u")
             ridge = ridge_per_set(seqs, labels, subset, set_of)
             results["ridge"][f"{split_seed}/k{k_name(k)}"] = ridge
-            print(f"[split {split_seed} k={k_name(k)}] train/val/test {sum(subset == 'train')}/{sum(subset == 'val')}/"
-                  f"{sum(subset == 'test')}: ridge val {ridge['val_top1']:.3f} test {ridge['test']['pooled']:.3f}",
+            print(f"[split {split_seed} k={k_name(k)}] train/val/test {sum(subset == 'train')}/"
+                  f"{sum(subset == 'val')}/{sum(subset == 'test')}: ridge val {ridge['val_top1']:.3f} "
+                  f"test {ridge['test']['pooled']:.3f}",
                   flush=True)
             for name in names:
                 for seed in seeds:
@@ -658,8 +661,9 @@ def protocol4(args):
             log.write(json.dumps(r) + "\n")
             log.flush()
             test = f" test {r['test']['pooled']:.3f}" if "test" in r else ""
-            print(f"[{n_done}/{len(jobs)}] split {r['split_seed']} k={k_name(r['k'])} {r['config']:34s} seed {r['seed']}: "
-                  f"val {r['val_top1']:.3f}{test} (best epoch {r['best_epoch']}/{r['epochs']}, {r['seconds']:.0f}s)",
+            print(f"[{n_done}/{len(jobs)}] split {r['split_seed']} k={k_name(r['k'])} {r['config']:34s} "
+                  f"seed {r['seed']}: val {r['val_top1']:.3f}{test} (best epoch {r['best_epoch']}/{r['epochs']}, "
+                  f"{r['seconds']:.0f}s)",
                   flush=True)
     results["runs"].sort(key=lambda r: (r["k"], r["config"], r["split_seed"], r["seed"]))
     write_text(out / f"{stage}.json", json.dumps(results, indent=1))
@@ -691,7 +695,8 @@ def protocol4_table(results):
         if not ridge:
             continue
         cells = [f"{mean([v['test'].get(s, np.nan) for v in ridge.values()]):.3f}" for s in sets]
-        lines.append(f"| {k_name(k)} | ridge | " + " | ".join(cells) + f" | {mean([v['val_top1'] for v in ridge.values()]):.3f} | |")
+        lines.append(f"| {k_name(k)} | ridge | " + " | ".join(cells) +
+                     f" | {mean([v['val_top1'] for v in ridge.values()]):.3f} | |")
         for name in results["candidates"]:
             rs = [r for r in runs if r["config"] == name and r["k"] == k]
             if not rs:

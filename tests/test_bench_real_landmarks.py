@@ -67,7 +67,7 @@ def test_a_protocol_without_an_adopted_candidate_runs_no_claim(tmp_path, monkeyp
             bench.main()
 
 
-def test_k_all_takes_every_training_clip_and_refuses_a_pack_that_stops_at_k10(tmp_path, monkeypatch):
+def test_k_all_takes_every_training_clip_and_refuses_a_pack_that_stops_at_k10(tmp_path):
     """--ks all (the ceiling diagnostic) trains on every ranked clip, keeps val and test, and refuses a pack written
     without --pack_every_train_clip, which would silently give k = 10."""
     assert bench.k_value("all") == bench.K_ALL and bench.k_value("5") == 5 and bench.k_name(bench.K_ALL) == "all"
