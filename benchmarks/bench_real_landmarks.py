@@ -18,6 +18,7 @@
     python bench_real_landmarks.py --protocol4_pack .bench/union112_all.npz --pack_every_train_clip   # and for:
     python bench_real_landmarks.py --protocol11 claim --ks all --seeds_of_claim 0 --union_file .bench/union112_all.npz
                                   # the ceiling diagnostic: today's defaults trained on every training clip
+    python bench_real_landmarks.py --ridge_channels   # the ridge on the model's channels (val only, no training)
 
 Each landmark set in ../shared/data/landmarks (real MediaPipe Holistic sequences, see NOTES.md there) is written
 into the WLASL layout (<out>/<set>/split<k>/data: split.json with "subset"/"action", {id}_landmarks.npy,
@@ -162,8 +163,10 @@ def write_wlasl_layout(folder, seqs, labels, classes, subset, prefix):
 # ----------------------------------------------------------------------------------------------------------------
 # Linear baseline
 
-def pooled_features(seqs, num_frames, normalize):
-    """mean + std over the same uniformly sampled frames the model sees -> (N, 2C)."""
+def pooled_features(seqs, num_frames, normalize, model_channels=False):
+    """mean + std over the same uniformly sampled frames the model sees -> (N, 2C). model_channels: the 641 channels
+    today's --modality landmarks defaults feed the model (left-handed clips mirrored, hand shapes, hand frames)
+    instead of the baseline's 453."""
     T = num_frames
     x = np.zeros((len(seqs), T, LANDMARK_DIM), np.float32)
     mask = np.zeros((len(seqs), T), bool)
@@ -171,7 +174,8 @@ def pooled_features(seqs, num_frames, normalize):
         idx = uniform_indices(len(s), T)
         x[i, :len(idx)] = np.nan_to_num(s[idx])
         mask[i, :len(idx)] = True
-    f = make_landmark_features(torch.from_numpy(x), torch.from_numpy(mask), normalize).numpy()
+    extra = dict(hand_shape=True, hand_frame=True, mirror_left_handed=True) if model_channels else {}
+    f = make_landmark_features(torch.from_numpy(x), torch.from_numpy(mask), normalize, **extra).numpy()
     m = mask[..., None]
     n = m.sum(1)
     mean = (f * m).sum(1) / n
@@ -283,10 +287,15 @@ def main():
     p.add_argument("--protocol4_pack", default=None, metavar="NPZ", help="write Protocol 4's clips (float16) and exit")
     p.add_argument("--pack_every_train_clip", action="store_true",
                    help="with --protocol4_pack: also the training clips beyond k = 10 (what --ks all needs)")
+    p.add_argument("--ridge_channels", action="store_true",
+                   help="the ridge on the baseline's channels and on the model's, Protocol 4's splits at --ks "
+                        "(default 5), val only (no training)")
     args = p.parse_args()
     if args.protocol4_pack:
         protocol4_pack(args.protocol4_pack, args.pack_every_train_clip)
         return 0
+    if args.ridge_channels:
+        return ridge_channels(args)
     if args.protocol4 or any(getattr(args, f"protocol{n}") for n in LATER_PROTOCOLS):
         return protocol4(args)
     if args.merge:
@@ -543,6 +552,27 @@ def protocol4_pack(path, every_train_clip=False):
     print(f"{path}: {len(keep)} of {len(labels)} clips, {Path(path).stat().st_size / 1e6:.1f} MB")
 
 
+def ridge_channels(args):
+    """How much of the model's margin over the ridge is its input channels (a val-only diagnostic, BENCHMARKS.md
+    "After Protocol 11"): the same ridge on the baseline's 453 channels and on the model's 641, on Protocol 4's
+    splits at --ks (default 5). Prints val top-1 only; it selects nothing."""
+    ks = tuple(args.ks or (5,))
+    seqs, labels, _, set_of, splits = protocol4_data(args.union_file, K_ALL in ks)
+    results, lines = {}, ["| k | channels | val top-1 per split | mean |", "|---|---|---|---:|"]
+    for k in ks:
+        for name, model_channels in (("baseline (453)", False), ("model (641)", True)):
+            vals = [ridge_per_set(seqs, labels, k_subset(base, rank, k), set_of, model_channels)["val_top1"]
+                    for base, rank in splits.values()]
+            results[f"k{k_name(k)}/{name}"] = {"val_top1": dict(zip(map(str, splits), vals)), "mean": mean(vals)}
+            lines.append(f"| {k_name(k)} | {name} | {' / '.join(f'{v:.3f}' for v in vals)} | {mean(vals):.3f} |")
+            print(lines[-1], flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "ridge_channels.json", json.dumps(results, indent=1))
+    write_text(out / "ridge_channels.md", "\n".join(lines) + "\n")
+    return 0
+
+
 def per_set_top1(per_class_csv, set_names):
     """Top-1 per set and pooled from evaluate.py's per_class.csv (gloss 'set:name')."""
     import csv
@@ -557,12 +587,13 @@ def per_set_top1(per_class_csv, set_names):
     return out
 
 
-def ridge_per_set(seqs, labels, subset, set_of):
-    """The normalized ridge (Protocol 2's), scored per set and pooled on the test clips."""
+def ridge_per_set(seqs, labels, subset, set_of, model_channels=False):
+    """The normalized ridge (Protocol 2's), scored per set and pooled on the test clips (model_channels: fitted on
+    the model's channels instead, see pooled_features)."""
     from sklearn.linear_model import RidgeClassifier
     from sklearn.preprocessing import StandardScaler
     used = np.array([s is not None for s in subset])
-    X = pooled_features([s for s, u in zip(seqs, used) if u], P4_FRAMES, True)
+    X = pooled_features([s for s, u in zip(seqs, used) if u], P4_FRAMES, True, model_channels)
     y, sub, sets = labels[used], subset[used], set_of[used]
     tr, va, te = sub == "train", sub == "val", sub == "test"
     scaler = StandardScaler().fit(X[tr])

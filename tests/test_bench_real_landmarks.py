@@ -87,3 +87,62 @@ def test_k_all_takes_every_training_clip_and_refuses_a_pack_that_stops_at_k10(tm
         bench.protocol4_data(str(old), every_train_clip=True)
     np.savez(tmp_path / "all.npz", **dict(np.load(old)), every_train_clip=np.array(True))
     assert len(bench.protocol4_data(str(tmp_path / "all.npz"), every_train_clip=True)[0]) == 2
+
+
+def _right_handed_clip(rng, frames=20):
+    """Raw landmarks (T, 162) with pose points and the right hand seen, the left hand undetected (zeros)."""
+    clip = np.zeros((frames, 162), np.float32)
+    clip[:, 63:126] = 0.4 + 0.01 * rng.standard_normal((frames, 63))     # right hand
+    pose = 0.5 + 0.1 * np.random.default_rng(1).standard_normal(36)     # pose 11..22: one body, a little jitter
+    clip[:, 126:] = pose + 0.005 * rng.standard_normal((frames, 36))
+    return clip
+
+
+def test_ridge_on_the_model_channels_sees_a_left_handed_clip_as_its_mirror(tmp_path, monkeypatch):
+    """--ridge_channels fits the ridge on the 641 channels the defaults feed the model: a left-handed clip (the mirror
+    image of a right-handed one) pools to the right-handed clip's features there, not on the baseline's 453. So with
+    right-handed training clips and left-handed val clips, only the model's channels recognize val."""
+    import json
+
+    import torch
+    from hybrid_asl.landmarks import mirror_landmarks
+
+    def mirrored(clip):
+        return mirror_landmarks(torch.from_numpy(clip)[None], torch.ones(1, len(clip), dtype=torch.bool))[0].numpy()
+
+    rng = np.random.default_rng(0)
+    right = _right_handed_clip(rng)
+    left = mirrored(right)
+    assert left[:, :63].any() and not left[:, 63:126].any()              # now the left hand signs
+    base = bench.pooled_features([right, left], 16, True)
+    model = bench.pooled_features([right, left], 16, True, model_channels=True)
+    assert base.shape == (2, 2 * 453) and model.shape == (2, 2 * 641)
+    assert not np.allclose(base[0], base[1], atol=1e-3)
+    np.testing.assert_allclose(model[0], model[1], atol=1e-4)
+
+    # 3 classes, each moving 7 points of the signing hand its own way; per class 2 val clips signed left-handed,
+    # 2 test and 4 ranked training clips right-handed; 2 splits that rank the training clips differently
+    seqs, labels, subset = [], [], []
+    for c in range(3):
+        for i in range(8):
+            clip = _right_handed_clip(rng)
+            clip[:, 63 + 21 * c:84 + 21 * c] += 0.1
+            seqs.append(mirrored(clip) if i < 2 else clip)
+            labels.append(c)
+            subset.append(("val", "val", "test", "test", "", "", "", "")[i])
+    rank = np.array([-1, -1, -1, -1, 0, 1, 2, 3] * 3)
+    lengths = np.array([len(s) for s in seqs])
+    pack = tmp_path / "pack.npz"
+    np.savez(pack, frames=np.concatenate(seqs).astype(np.float16), lengths=lengths,
+             offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]), labels=np.array(labels),
+             classes=np.array(["s:a", "s:b", "s:c"]), set_of=np.array(["s"] * len(seqs)),
+             split_seeds=np.array([7, 8]), subset_7=np.array(subset), subset_8=np.array(subset), rank_7=rank,
+             rank_8=np.where(rank >= 0, 3 - rank, -1))
+    monkeypatch.setattr("sys.argv", ["bench_real_landmarks.py", "--ridge_channels", "--ks", "3",
+                                     "--union_file", str(pack), "--out", str(tmp_path / "out")])
+    assert bench.main() == 0
+    results = json.loads((tmp_path / "out" / "ridge_channels.json").read_text())
+    assert set(results) == {"k3/baseline (453)", "k3/model (641)"}
+    assert results["k3/model (641)"]["val_top1"] == {"7": 1.0, "8": 1.0}
+    assert results["k3/baseline (453)"]["mean"] < 0.7
+    assert "| 3 | model (641) | 1.000 / 1.000 | 1.000 |" in (tmp_path / "out" / "ridge_channels.md").read_text()
