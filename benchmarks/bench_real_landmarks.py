@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/bench_real_landmarks.py` from anywhere
 from hybrid_asl.clips import LANDMARK_DIM, uniform_indices  # noqa: E402
 from hybrid_asl.files import atomic_write_text as write_text  # noqa: E402
-from hybrid_asl.landmarks import make_landmark_features  # noqa: E402
+from hybrid_asl.landmarks import PREPARE_FLAGS, make_landmark_features  # noqa: E402
 
 LANDMARKS = ROOT.parent / "shared" / "data" / "landmarks"
 SETS = ("bsl16", "isl13", "bsl16_k8", "isl13_k8", "wlasl_video", "wlasl_xsource")
@@ -165,8 +165,8 @@ def write_wlasl_layout(folder, seqs, labels, classes, subset, prefix):
 
 def pooled_features(seqs, num_frames, normalize, model_channels=False):
     """mean + std over the same uniformly sampled frames the model sees -> (N, 2C). model_channels: the 641 channels
-    today's --modality landmarks defaults feed the model (left-handed clips mirrored, hand shapes, hand frames)
-    instead of the baseline's 453."""
+    today's --modality landmarks defaults feed the model (every PREPARE_FLAGS option on: left-handed clips mirrored,
+    hand shapes, hand frames) instead of the baseline's 453."""
     T = num_frames
     x = np.zeros((len(seqs), T, LANDMARK_DIM), np.float32)
     mask = np.zeros((len(seqs), T), bool)
@@ -174,8 +174,8 @@ def pooled_features(seqs, num_frames, normalize, model_channels=False):
         idx = uniform_indices(len(s), T)
         x[i, :len(idx)] = np.nan_to_num(s[idx])
         mask[i, :len(idx)] = True
-    extra = dict(hand_shape=True, hand_frame=True, mirror_left_handed=True) if model_channels else {}
-    f = make_landmark_features(torch.from_numpy(x), torch.from_numpy(mask), normalize, **extra).numpy()
+    options = dict.fromkeys(PREPARE_FLAGS, model_channels)
+    f = make_landmark_features(torch.from_numpy(x), torch.from_numpy(mask), normalize, **options).numpy()
     m = mask[..., None]
     n = m.sum(1)
     mean = (f * m).sum(1) / n
@@ -558,11 +558,13 @@ def ridge_channels(args):
     splits at --ks (default 5). Prints val top-1 only; it selects nothing."""
     ks = tuple(args.ks or (5,))
     seqs, labels, _, set_of, splits = protocol4_data(args.union_file, K_ALL in ks)
+    subsets = {(split_seed, k): k_subset(base, rank, k) for split_seed, (base, rank) in splits.items() for k in ks}
+    features = {name: ridge_features(seqs, subsets.values(), model_channels)
+                for name, model_channels in (("baseline (453)", False), ("model (641)", True))}
     results, lines = {}, ["| k | channels | val top-1 per split | mean |", "|---|---|---|---:|"]
     for k in ks:
-        for name, model_channels in (("baseline (453)", False), ("model (641)", True)):
-            vals = [ridge_per_set(seqs, labels, k_subset(base, rank, k), set_of, model_channels)["val_top1"]
-                    for base, rank in splits.values()]
+        for name, X in features.items():
+            vals = [ridge_per_set(X, labels, subsets[split_seed, k], set_of)["val_top1"] for split_seed in splits]
             results[f"k{k_name(k)}/{name}"] = {"val_top1": dict(zip(map(str, splits), vals)), "mean": mean(vals)}
             lines.append(f"| {k_name(k)} | {name} | {' / '.join(f'{v:.3f}' for v in vals)} | {mean(vals):.3f} |")
             print(lines[-1], flush=True)
@@ -587,14 +589,22 @@ def per_set_top1(per_class_csv, set_names):
     return out
 
 
-def ridge_per_set(seqs, labels, subset, set_of, model_channels=False):
-    """The normalized ridge (Protocol 2's), scored per set and pooled on the test clips (model_channels: fitted on
-    the model's channels instead, see pooled_features)."""
+def ridge_features(seqs, subsets, model_channels=False):
+    """Protocol 2's normalized pooled features (N, 2C) of every clip that one of subsets uses, computed once for all
+    the splits and k values (a clip's features do not depend on its split); rows of clips none uses stay zero."""
+    used = np.flatnonzero(np.any([[s is not None for s in subset] for subset in subsets], axis=0))
+    features = pooled_features([seqs[i] for i in used], P4_FRAMES, True, model_channels)
+    X = np.zeros((len(seqs), features.shape[1]), features.dtype)
+    X[used] = features
+    return X
+
+
+def ridge_per_set(X, labels, subset, set_of):
+    """The normalized ridge (Protocol 2's) on ridge_features X, scored per set and pooled on the test clips."""
     from sklearn.linear_model import RidgeClassifier
     from sklearn.preprocessing import StandardScaler
     used = np.array([s is not None for s in subset])
-    X = pooled_features([s for s, u in zip(seqs, used) if u], P4_FRAMES, True, model_channels)
-    y, sub, sets = labels[used], subset[used], set_of[used]
+    X, y, sub, sets = X[used], labels[used], subset[used], set_of[used]
     tr, va, te = sub == "train", sub == "val", sub == "test"
     scaler = StandardScaler().fit(X[tr])
     X = scaler.transform(X)
@@ -636,12 +646,14 @@ def protocol4(args):
     results = {"stage": stage, "candidates": {c: candidates[c] for c in names}, "flags": P4_FLAGS,
                "runs": [], "ridge": {}}
     jobs = []
-    for split_seed, (base, rank) in splits.items():
+    subsets = {(split_seed, k): k_subset(base, rank, k) for split_seed, (base, rank) in splits.items() for k in ks}
+    X = ridge_features(seqs, subsets.values())
+    for split_seed in splits:
         for k in ks:
-            subset = k_subset(base, rank, k)
+            subset = subsets[split_seed, k]
             data_dir = out / f"split{split_seed}" / f"k{k_name(k)}" / "data"
             write_wlasl_layout(data_dir, seqs, labels, classes, subset, prefix="u")
-            ridge = ridge_per_set(seqs, labels, subset, set_of)
+            ridge = ridge_per_set(X, labels, subset, set_of)
             results["ridge"][f"{split_seed}/k{k_name(k)}"] = ridge
             print(f"[split {split_seed} k={k_name(k)}] train/val/test {sum(subset == 'train')}/"
                   f"{sum(subset == 'val')}/{sum(subset == 'test')}: ridge val {ridge['val_top1']:.3f} "
